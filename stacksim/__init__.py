@@ -1,0 +1,31 @@
+"""stacksim: a discrete-event simulator of the AI infrastructure stack.
+
+The plain Python API that the CLI, the dashboard and the notebooks share::
+
+    from stacksim import load_scenario, run_scenario
+    result = run_scenario(load_scenario("scenarios/quickstart.yaml"))
+    result.summary["latency_ms"]["ttft"]["p99"]
+
+The core imports simpy, numpy, numba, pydantic and pandas only; plotting (matplotlib), the CLI
+(typer, rich) and the dashboard (streamlit) import it, never the other way round.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from stacksim.api import run_scenario  # noqa: E402
+from stacksim.errors import ScenarioError, StackSimError  # noqa: E402
+from stacksim.metrics.summary import Result, write_result  # noqa: E402
+from stacksim.scenario import load_scenario, load_scenario_text  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "load_scenario",
+    "load_scenario_text",
+    "run_scenario",
+    "write_result",
+    "Result",
+    "ScenarioError",
+    "StackSimError",
+]

@@ -1,0 +1,25 @@
+"""``run_scenario(scenario) -> Result``: the one entry point every client uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from stacksim.engine.simulation import Simulation
+from stacksim.metrics.summary import Result, build_result
+from stacksim.scenario import ResolvedScenario, load_scenario
+
+
+def run_scenario(
+    scenario: ResolvedScenario | str | Path,
+    seed: int | None = None,
+    progress: Callable[[float, float], None] | None = None,
+) -> Result:
+    """Run a scenario (a resolved scenario, or a path to a YAML file) and return its result.
+
+    ``seed`` overrides the scenario's seed; ``progress(sim_time, horizon)`` is called as the run
+    advances (about 100 times).
+    """
+    rs = scenario if isinstance(scenario, ResolvedScenario) else load_scenario(scenario)
+    sim = Simulation(rs, seed=seed).run(progress)
+    return build_result(sim)

@@ -1,0 +1,234 @@
+"""The ``stacksim`` command: a thin client of the Python API.
+
+Bad input of any kind ends with one clear message on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stacksim.errors import StackSimError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="stacksim: simulate an AI infrastructure stack and forecast latency, spend and risk.",
+    pretty_exceptions_enable=False,
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(err: BaseException) -> None:
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+class _LazyProgress:
+    """A Rich progress bar over simulated time that appears only if the run takes a while."""
+
+    def __init__(self, label: str, after_s: float = 1.5):
+        self.label = label
+        self.after = after_s
+        self.start = time.perf_counter()
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __call__(self, now: float, horizon: float) -> None:
+        if self.bar is None:
+            if time.perf_counter() - self.start < self.after:
+                return
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed:.0f}/{task.total:.0f} simulated s"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=horizon)
+        self.bar.update(self.task, completed=min(now, horizon))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _fmt(x: Any, nd: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    return f"{x:,}"
+
+
+def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir: Path | None = None) -> None:
+    s = summary
+    r = s["requests"]
+    out_console.print(
+        f"[bold]{s['scenario']}[/]  seed {s['seed']}  simulated {s['time']['end_s']:g} s "
+        f"(warm-up {s['time']['warmup_s']:g} s)" + (f"  wall {wall_s:.2f} s" if wall_s is not None else "")
+    )
+    out_console.print(
+        f"requests: arrived {r['arrived']:,} = completed {r['completed']:,} + failed {r['failed']:,} + "
+        f"rejected {r['rejected']:,} + in flight {r['in_flight']:,}   (measured {r['measured']:,}, "
+        f"preemptions {r['preemptions']:,})"
+    )
+    t = Table(title="latency (ms)", title_justify="left")
+    for col in ("metric", "mean", "p50", "p90", "p95", "p99", "n"):
+        t.add_column(col, justify="right" if col != "metric" else "left")
+    names = {"ttft": "TTFT", "tpot": "TPOT", "itl": "inter-token", "e2e": "end-to-end", "queue": "queueing"}
+    for key, label in names.items():
+        v = s["latency_ms"][key]
+        t.add_row(label, *(_fmt(v[q], 1) for q in ("mean", "p50", "p90", "p95", "p99")), _fmt(v["count"]))
+    out_console.print(t)
+    d = Table(title="deployments", title_justify="left")
+    for col in ("name", "model", "GPUs", "util", "queue", "batch", "KV used", "preempt", "req/s", "$ run"):
+        d.add_column(col, justify="left" if col in ("name", "model") else "right")
+    window = s["time"]["measured_s"]
+    for name, dep in s["deployments"].items():
+        d.add_row(
+            name,
+            f"{dep['model']} {dep['precision']}",
+            f"{dep['replicas']}x{dep['gpus'] // dep['replicas']} {dep['accelerator']}",
+            f"{dep['utilisation']:.0%}",
+            f"{dep['mean_queue']:.1f}",
+            f"{dep['mean_running']:.1f}",
+            f"{dep['mean_kv_used']:.0%}",
+            f"{dep['preemptions']:,}",
+            f"{dep['requests']['completed'] / max(window, 1e-9):.2f}",
+            f"{dep['spend_usd']:.2f}",
+        )
+    out_console.print(d)
+    th = s["throughput"]
+    sp = s["spend"]
+    out_console.print(
+        f"throughput: {th['requests_per_s']:.2f} req/s, {th['output_tokens_per_s']:,.0f} output tok/s   "
+        f"spend: ${sp['gpu_usd']:,.2f} this run, ${sp['gpu_usd_per_hour']:,.2f}/h, ${sp['gpu_usd_per_month']:,.0f}/month"
+    )
+    att = s["slo"].get("attainment")
+    if att:
+        parts = ", ".join(f"{k.removesuffix('_ms').upper()} {v:.1%}" for k, v in att.items())
+        out_console.print(f"SLO attainment: {parts}; all together {s['slo']['attainment_all']:.1%}")
+    if out_dir is not None:
+        out_console.print(f"results in [bold]{out_dir}[/]")
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default runs/<name>-seed<seed>).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
+) -> None:
+    """Run a scenario: print a summary, write summary.json, requests.parquet, plots."""
+    from stacksim import load_scenario, run_scenario, write_result
+
+    try:
+        rs = load_scenario(scenario)
+        if seed is not None and seed < 0:
+            raise StackSimError(f"--seed must be >= 0; got {seed}")
+        prog = _LazyProgress(f"running {rs.scenario.name}")
+        t0 = time.perf_counter()
+        try:
+            result = run_scenario(rs, seed=seed, progress=prog)
+        finally:
+            prog.close()
+        wall = time.perf_counter() - t0
+        out_dir = out or Path("runs") / f"{rs.scenario.name}-seed{result.summary['seed']}"
+        write_result(result, out_dir, plots=plots)
+    except StackSimError as exc:
+        _fail(exc)
+        return
+    print_summary(result.summary, wall, out_dir)
+
+
+@app.command()
+def validate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")]) -> None:
+    """Check a scenario file without running it."""
+    from stacksim import load_scenario
+
+    try:
+        rs = load_scenario(scenario)
+    except StackSimError as exc:
+        _fail(exc)
+        return
+    out_console.print(f"[green]OK[/] {scenario}: scenario '{rs.scenario.name}'")
+    for name, rd in rs.deployments.items():
+        p = rd.plan
+        out_console.print(
+            f"  {name}: {rd.model.id} {rd.spec.precision} on {rd.spec.replicas} x "
+            f"{p.gpus_per_replica} {rd.pool.accelerator.id}; per GPU {p.weights_per_gpu_gb:.1f} GiB weights, "
+            f"{p.kv_per_gpu_gb:.1f} GiB KV = {p.kv_capacity_tokens:,} tokens per replica"
+        )
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the scenario format."""
+    from stacksim.scenario import schema_text
+
+    sys.stdout.write(schema_text())
+
+
+@app.command()
+def catalog(
+    kind: Annotated[str, typer.Argument(help="accelerators or models")] = "accelerators",
+) -> None:
+    """List the accelerator or model catalog."""
+    from stacksim.catalog import accelerators, models
+
+    if kind.startswith("acc"):
+        t = Table(title="accelerators (dense TFLOPS; sources in stacksim/catalog/data)")
+        for c in ("id", "memory GB", "TB/s", "bf16", "fp8", "fp4", "link GB/s", "$/GPU-h"):
+            t.add_column(c, justify="left" if c == "id" else "right")
+        for a in accelerators().values():
+            t.add_row(a.id, _fmt(a.memory_gb, 0), _fmt(a.memory_bandwidth_tbps, 2), _fmt(a.peak_bf16_tflops, 0),
+                      _fmt(a.peak_fp8_tflops, 0), _fmt(a.peak_fp4_tflops, 0), _fmt(a.interconnect_bandwidth_gbps, 0),
+                      _fmt(a.default_price_usd_per_gpu_hour, 2))
+    elif kind.startswith("mod"):
+        t = Table(title="models (from published configs; sources in stacksim/catalog/data)")
+        for c in ("id", "params B", "active B", "layers", "hidden", "heads/kv", "experts", "attention", "context"):
+            t.add_column(c, justify="left" if c == "id" else "right")
+        for m in models().values():
+            t.add_row(m.id, _fmt(m.params_total_b, 1), _fmt(m.params_active_b, 1), str(m.num_layers), str(m.hidden_size),
+                      f"{m.num_attention_heads}/{m.num_kv_heads}",
+                      f"{m.experts_per_token}/{m.num_experts}" if m.is_moe else "-", m.attention, f"{m.max_context:,}")
+    else:
+        _fail(StackSimError(f"unknown catalog '{kind}'; valid: accelerators, models"))
+        return
+    out_console.print(t)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - an internal bug: say so, once
+        if os.environ.get("STACKSIM_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]internal error[/] (a bug in stacksim, not in your input): {type(exc).__name__}: {exc}\n"
+            "Re-run with STACKSIM_DEBUG=1 for the traceback, and report it."
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

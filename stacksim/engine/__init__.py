@@ -1,0 +1,1 @@
+"""The simulation kernel: SimPy world, named random streams, the run loop."""

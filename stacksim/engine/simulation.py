@@ -1,0 +1,133 @@
+"""The run: build the SimPy world from a resolved scenario, replay the traffic, collect results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import simpy
+
+from stacksim.engine.rng import Streams
+from stacksim.metrics import Levels, RequestTable
+from stacksim.scenario import schema as S
+from stacksim.scenario.resolve import ResolvedScenario
+from stacksim.serving.deployment import DeploymentRuntime
+from stacksim.workload.arrivals import ARRIVALS, trace_rows
+from stacksim.workload.lengths import LENGTHS
+from stacksim.workload.traces import load_trace
+
+Progress = Callable[[float, float], None]
+
+LEVEL_BINS = 240  # resolution of the over-time plots
+PROGRESS_STEPS = 100
+DRAIN_LIMIT_FACTOR = 20.0  # a drain stops after this many horizons, whatever is left
+
+
+class Simulation:
+    """One run of one scenario with one seed."""
+
+    def __init__(self, rs: ResolvedScenario, seed: int | None = None):
+        self.rs = rs
+        sc = rs.scenario
+        self.seed = sc.seed if seed is None else int(seed)
+        self.env = simpy.Environment()
+        self.streams = Streams(self.seed)
+        self.horizon = sc.horizon_s
+        self.warmup = sc.warmup_s
+        self.width = max(self.horizon / LEVEL_BINS, 1e-6)
+        self.workload_names = list(sc.workloads)
+        self.deployment_names = list(rs.deployments)
+        arrays = [self._generate(name, w) for name, w in sc.workloads.items()]
+        total = sum(len(a[0]) for a in arrays)
+        self.reqs = RequestTable(total)
+        self.workload_ids: list[np.ndarray] = []
+        for wi, (t, inp, out) in enumerate(arrays):
+            self.workload_ids.append(self.reqs.add_many(t, inp, out, wi))
+        self.in_system = Levels(("in_system",), self.width)
+        self.n_in_system = 0
+        self.finished = 0
+        self.deployments: dict[str, DeploymentRuntime] = {}
+        for di, (name, rd) in enumerate(rs.deployments.items()):
+            self.deployments[name] = DeploymentRuntime(
+                self.env, di, rd, self.reqs, self.streams.get(f"routing/{name}"), self.width, self._on_done
+            )
+            for r in self.deployments[name].replicas:
+                r.itl_from = self.warmup
+        self.end_time = 0.0
+
+    # ------------------------------------------------------------------ traffic
+
+    def _generate(self, name: str, w: S.Workload) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rs = self.rs
+        where = ("workloads", name)
+        arrival = w.arrival
+        path = rs.trace_paths.get(where + ("arrival",), "")
+        t = ARRIVALS[arrival.kind](
+            arrival, self.streams.get(f"arrivals/{name}"), self.horizon, w.max_requests, path=path
+        )
+        n = len(t)
+        rows = None
+        if isinstance(arrival, S.TraceArrivals):
+            rows = trace_rows(arrival, self.horizon, w.max_requests, path)
+        lengths = []
+        for which in ("input_tokens", "output_tokens"):
+            spec = getattr(w, which)
+            if isinstance(spec, S.TraceLength):
+                assert rows is not None and isinstance(arrival, S.TraceArrivals)
+                tr = load_trace(path, arrival.format)
+                col = tr.input_tokens if which == "input_tokens" else tr.output_tokens
+                # A zero-token record (the Azure code trace has some) still costs one token.
+                lengths.append(np.maximum(col[rows], 1))
+            else:
+                lengths.append(
+                    LENGTHS[spec.kind](
+                        spec,
+                        self.streams.get(f"{which}/{name}"),
+                        n,
+                        path=rs.trace_paths.get(where + (which,), ""),
+                        which="input" if which == "input_tokens" else "output",
+                    )
+                )
+        return t, lengths[0], lengths[1]
+
+    def _arrivals(self, ids: np.ndarray, dep: DeploymentRuntime):  # type: ignore[no-untyped-def]
+        env = self.env
+        times = self.reqs.arrival_s
+        for rid in ids.tolist():
+            delay = times[rid] - env.now
+            if delay > 0:
+                yield env.timeout(delay)
+            self.n_in_system += 1
+            self.in_system.set(env.now, float(self.n_in_system))
+            dep.submit(rid)
+
+    def _on_done(self, rid: int) -> None:
+        self.n_in_system -= 1
+        self.finished += 1
+        self.in_system.set(self.env.now, float(self.n_in_system))
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, progress: Progress | None = None) -> Simulation:
+        sc = self.rs.scenario
+        env = self.env
+        for wi, (name, w) in enumerate(sc.workloads.items()):
+            env.process(self._arrivals(self.workload_ids[wi], self.deployments[w.target]))
+        steps = PROGRESS_STEPS if progress else 1
+        for i in range(1, steps + 1):
+            env.run(until=self.horizon * i / steps)
+            if progress:
+                progress(env.now, self.horizon)
+        if sc.drain:
+            limit = self.horizon * DRAIN_LIMIT_FACTOR
+            while self.finished < self.reqs.n and env.peek() < limit:
+                env.run(until=min(limit, env.now + self.horizon / 10))
+        self.end_time = env.now
+        self.in_system.close(self.end_time)
+        for dep in self.deployments.values():
+            for r in dep.replicas:
+                r.levels.close(self.end_time)
+        return self
+
+    def arrived(self) -> int:
+        return int(np.sum(self.reqs.arrival_s[: self.reqs.n] <= self.end_time))

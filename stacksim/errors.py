@@ -1,0 +1,57 @@
+"""Errors that reach a person: one clear paragraph, never a traceback.
+
+Every error raised for bad input is a :class:`StackSimError`. The CLI prints ``str(err)`` and exits
+with code 2. Scenario errors carry the file, the line and the field path so that the message
+points at exactly what to fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class StackSimError(Exception):
+    """Base class for every error caused by user input (exit code 2 at the CLI)."""
+
+
+@dataclass
+class Problem:
+    """One thing wrong in a scenario: where it is and what would be valid."""
+
+    message: str
+    field: str = ""
+    line: int | None = None
+
+    def render(self, file: str | None) -> str:
+        where = file or "<scenario>"
+        if self.line is not None:
+            where += f", line {self.line}"
+        if self.field:
+            where += f", field '{self.field}'"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class ScenarioError(StackSimError):
+    """A scenario file (or a file it names) is invalid."""
+
+    problems: list[Problem] = field(default_factory=list)
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if not self.problems:
+            return f"{self.file or '<scenario>'}: invalid scenario"
+        shown = self.problems[:8]
+        lines = [p.render(self.file) for p in shown]
+        more = len(self.problems) - len(shown)
+        if more > 0:
+            lines.append(f"... and {more} more problem(s) in the same file.")
+        return "\n".join(lines)
+
+
+def field_error(message: str, field_path: str) -> ScenarioError:
+    """A scenario error for a field whose line the loader fills in later."""
+    return ScenarioError([Problem(message=message, field=field_path)])

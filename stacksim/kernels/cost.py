@@ -1,0 +1,200 @@
+"""Numba kernels: the time of one batch iteration, and the bookkeeping of decode stretches.
+
+An iteration's time is a roofline per operator class (dense matmuls, prefill attention, decode
+attention), plus tensor-parallel all-reduces, plus a fixed per-step overhead:
+
+    t_lin   = max(FLOPs_lin / (peak * eff(T)), weight bytes / (bw * eff_mem))
+    t_attn  = max(FLOPs_attn / (peak * eff_attn), KV bytes / (bw * eff_mem))   (prefill, decode apart)
+    t_comm  = n_allreduce * (latency + 2 (tp-1)/tp * T * hidden * bytes / link_bw)
+    t_step  = pp * (t_lin + t_attn_p + t_attn_d + t_comm) + (pp-1) * p2p + overhead
+
+``eff(T) = eff_max * T / (T + T_half)``: matmuls on few tokens cannot fill the tensor cores.
+Mixture-of-experts layers read only the experts the batch touches: with uniform routing of T
+tokens to k of E experts, E * (1 - (1 - k/E)^T) experts on average.
+
+Every kernel here has a plain-Python twin in :mod:`stacksim.kernels.naive`; tests compare them.
+The parameter vector ``p`` is built by :func:`stacksim.serving.costmodel.cost_params`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from stacksim.kernels import FASTMATH
+
+# Indices into the parameter vector (all per GPU of one pipeline stage, SI units).
+LIN_FLOPS_PER_TOKEN = 0  # 2 * non-embedding active params on this GPU
+LMHEAD_FLOPS_PER_LOGIT = 1  # 2 * hidden * vocab / tp
+ATTN_FLOPS_PER_PAIR = 2  # attention FLOPs per (query, key) pair on this GPU
+DENSE_WEIGHT_BYTES = 3  # non-expert weight bytes read once per step
+EXPERT_BYTES = 4  # bytes of one routed expert summed over MoE layers on this GPU
+NUM_EXPERTS = 5
+EXPERTS_PER_TOKEN = 6
+KV_BYTES_PER_TOKEN = 7  # KV-cache bytes per token on this GPU (all its layers)
+PEAK_FLOPS = 8  # dense peak at the compute precision, FLOP/s
+MEM_BW = 9  # bytes/s
+EFF_MAX = 10
+EFF_HALF_TOKENS = 11
+EFF_ATTN = 12
+EFF_MEM = 13
+STEP_OVERHEAD_S = 14
+TP = 15
+ALLREDUCE_BYTES_PER_TOKEN = 16  # hidden * activation bytes
+NUM_ALLREDUCES = 17  # per step on this GPU (2 per layer for Megatron-style TP)
+LINK_BW = 18  # bytes/s, unidirectional scale-up link
+COLLECTIVE_LATENCY_S = 19
+PP = 20
+N_PARAMS = 21
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def step_time(
+    p: np.ndarray,
+    n_prefill_tokens: float,
+    prefill_pairs: float,
+    prefill_ctx_read: float,
+    n_decode: float,
+    decode_ctx_sum: float,
+    n_logits: float,
+) -> float:
+    """Seconds for one iteration.
+
+    n_prefill_tokens: prompt tokens processed this step (all chunks); prefill_pairs: causal
+    (query, key) pairs of those chunks; prefill_ctx_read: tokens of earlier context the chunks
+    attend to (read from the KV cache); n_decode: sequences decoding one token; decode_ctx_sum:
+    their context lengths summed; n_logits: sequences that sample a token this step.
+    """
+    tokens = n_prefill_tokens + n_decode
+    if tokens <= 0.0:
+        return 0.0
+    eff = p[EFF_MAX] * tokens / (tokens + p[EFF_HALF_TOKENS])
+    lin_flops = tokens * p[LIN_FLOPS_PER_TOKEN] + n_logits * p[LMHEAD_FLOPS_PER_LOGIT]
+    t_lin_c = lin_flops / (p[PEAK_FLOPS] * eff)
+    n_exp = p[NUM_EXPERTS]
+    if n_exp > 1.0:
+        touched = n_exp * (1.0 - (1.0 - p[EXPERTS_PER_TOKEN] / n_exp) ** tokens)
+    else:
+        touched = 0.0
+    w_bytes = p[DENSE_WEIGHT_BYTES] + touched * p[EXPERT_BYTES]
+    bw = p[MEM_BW] * p[EFF_MEM]
+    t_lin_m = w_bytes / bw
+    t_lin = t_lin_c if t_lin_c > t_lin_m else t_lin_m
+
+    attn_peak = p[PEAK_FLOPS] * p[EFF_ATTN]
+    t_ap = 0.0
+    if n_prefill_tokens > 0.0:
+        c = p[ATTN_FLOPS_PER_PAIR] * prefill_pairs / attn_peak
+        m = p[KV_BYTES_PER_TOKEN] * (prefill_ctx_read + n_prefill_tokens) / bw
+        t_ap = c if c > m else m
+    t_ad = 0.0
+    if n_decode > 0.0:
+        c = p[ATTN_FLOPS_PER_PAIR] * decode_ctx_sum / attn_peak
+        m = p[KV_BYTES_PER_TOKEN] * decode_ctx_sum / bw
+        t_ad = c if c > m else m
+
+    t_comm = 0.0
+    tp = p[TP]
+    if tp > 1.0:
+        per = p[COLLECTIVE_LATENCY_S] + 2.0 * (tp - 1.0) / tp * tokens * p[ALLREDUCE_BYTES_PER_TOKEN] / p[LINK_BW]
+        t_comm = p[NUM_ALLREDUCES] * per
+    pp = p[PP]
+    t_hop = 0.0
+    if pp > 1.0:
+        t_hop = (pp - 1.0) * (p[COLLECTIVE_LATENCY_S] + tokens * p[ALLREDUCE_BYTES_PER_TOKEN] / p[LINK_BW])
+    return pp * (t_lin + t_ap + t_ad + t_comm) + t_hop + p[STEP_OVERHEAD_S]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def decode_stretch_times(p: np.ndarray, n_decode: int, ctx_sum0: float, k: int, out: np.ndarray) -> float:
+    """Cumulative end times of ``k`` pure-decode iterations of a fixed batch; returns the last.
+
+    Each iteration adds one token to every sequence, so the summed context grows by n_decode.
+    """
+    t = 0.0
+    ctx = ctx_sum0
+    nd = float(n_decode)
+    for i in range(k):
+        t += step_time(p, 0.0, 0.0, 0.0, nd, ctx, nd)
+        out[i] = t
+        ctx += nd
+    return t
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def new_blocks_after(ctx: np.ndarray, n: int, j: int, block_size: int) -> int:
+    """KV blocks the first ``n`` sequences need to grow by ``j`` tokens each."""
+    total = 0
+    for i in range(n):
+        c = ctx[i]
+        total += (c + j + block_size - 1) // block_size - (c + block_size - 1) // block_size
+    return total
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def max_iterations(ctx: np.ndarray, rem: np.ndarray, n: int, free_blocks: int, block_size: int, cap: int) -> int:
+    """Longest decode stretch: until the first sequence finishes, blocks run out, or ``cap``.
+
+    Returns 0 when even one more iteration needs more blocks than are free (preempt first).
+    """
+    k = cap
+    for i in range(n):
+        if rem[i] < k:
+            k = rem[i]
+    if k <= 0:
+        return 0
+    if new_blocks_after(ctx, n, k, block_size) <= free_blocks:
+        return k
+    lo = 0  # feasible
+    hi = k  # infeasible
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if new_blocks_after(ctx, n, mid, block_size) <= free_blocks:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def advance(ctx: np.ndarray, rem: np.ndarray, n: int, j: int, block_size: int, done: np.ndarray) -> tuple:
+    """Advance ``n`` decoding sequences by ``j`` tokens.
+
+    Returns (new blocks used, number finished); indices of finished slots go to ``done``.
+    """
+    blocks = 0
+    nd = 0
+    for i in range(n):
+        c = ctx[i]
+        blocks += (c + j + block_size - 1) // block_size - (c + block_size - 1) // block_size
+        ctx[i] = c + j
+        rem[i] -= j
+        if rem[i] <= 0:
+            done[nd] = i
+            nd += 1
+    return blocks, nd
+
+
+# Log-spaced histogram for inter-token latencies (a sketch: 1% relative resolution).
+HIST_LO_S = 1e-6
+HIST_RATIO = 1.01
+HIST_BINS = 2100  # covers 1 us .. ~1.2e3 s
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def hist_index(x: float) -> int:
+    if x <= HIST_LO_S:
+        return 0
+    i = int(np.log(x / HIST_LO_S) / np.log(HIST_RATIO)) + 1
+    if i >= HIST_BINS:
+        i = HIST_BINS - 1
+    return i
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def hist_add_stretch(hist: np.ndarray, cum: np.ndarray, j: int, weight: float) -> None:
+    """Add the ``j`` iteration durations of a stretch (cumulative times ``cum``) with ``weight``."""
+    prev = 0.0
+    for i in range(j):
+        hist[hist_index(cum[i] - prev)] += weight
+        prev = cum[i]

@@ -1,0 +1,87 @@
+"""Plain-Python twins of the Numba kernels in :mod:`stacksim.kernels.cost`.
+
+Written the long way round (layer by layer, token by token) so that a test comparing the two
+catches an aggregation mistake in the fast version.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from stacksim.kernels import cost as K
+
+
+def step_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_ctx_sum, n_logits):
+    tokens = n_prefill_tokens + n_decode
+    if tokens <= 0:
+        return 0.0
+    n_layers_units = max(1, int(round(p[K.NUM_ALLREDUCES] / 2))) if p[K.TP] > 1 else 1
+    # Split every per-GPU quantity evenly over "units" (layers when TP>1) and add them back up:
+    # identical layers make sum-of-maxes equal max-of-sums, which is what the fast kernel uses.
+    eff = p[K.EFF_MAX] * tokens / (tokens + p[K.EFF_HALF_TOKENS])
+    peak = p[K.PEAK_FLOPS]
+    bw = p[K.MEM_BW] * p[K.EFF_MEM]
+    if p[K.NUM_EXPERTS] > 1:
+        miss = 1.0
+        for _ in range(int(tokens)):
+            miss *= 1.0 - p[K.EXPERTS_PER_TOKEN] / p[K.NUM_EXPERTS]
+        touched = p[K.NUM_EXPERTS] * (1.0 - miss)
+    else:
+        touched = 0.0
+    total = 0.0
+    for _ in range(n_layers_units):
+        u = 1.0 / n_layers_units
+        lin_c = (tokens * p[K.LIN_FLOPS_PER_TOKEN] + n_logits * p[K.LMHEAD_FLOPS_PER_LOGIT]) * u / (peak * eff)
+        lin_m = (p[K.DENSE_WEIGHT_BYTES] + touched * p[K.EXPERT_BYTES]) * u / bw
+        total += max(lin_c, lin_m)
+        if n_prefill_tokens > 0:
+            total += max(
+                p[K.ATTN_FLOPS_PER_PAIR] * prefill_pairs * u / (peak * p[K.EFF_ATTN]),
+                p[K.KV_BYTES_PER_TOKEN] * (prefill_ctx_read + n_prefill_tokens) * u / bw,
+            )
+        if n_decode > 0:
+            total += max(
+                p[K.ATTN_FLOPS_PER_PAIR] * decode_ctx_sum * u / (peak * p[K.EFF_ATTN]),
+                p[K.KV_BYTES_PER_TOKEN] * decode_ctx_sum * u / bw,
+            )
+    tp = p[K.TP]
+    if tp > 1:
+        for _ in range(int(p[K.NUM_ALLREDUCES])):
+            ring = 2.0 * (tp - 1.0) / tp * tokens * p[K.ALLREDUCE_BYTES_PER_TOKEN]
+            total += p[K.COLLECTIVE_LATENCY_S] + ring / p[K.LINK_BW]
+    pp = int(p[K.PP])
+    out = total * pp
+    for _ in range(pp - 1):
+        out += p[K.COLLECTIVE_LATENCY_S] + tokens * p[K.ALLREDUCE_BYTES_PER_TOKEN] / p[K.LINK_BW]
+    return out + p[K.STEP_OVERHEAD_S]
+
+
+def decode_stretch_times(p, n_decode, ctx_sum0, k):
+    out = []
+    t = 0.0
+    for i in range(k):
+        t += step_time(p, 0, 0, 0, n_decode, ctx_sum0 + i * n_decode, n_decode)
+        out.append(t)
+    return np.array(out)
+
+
+def blocks_for(tokens: int, block_size: int) -> int:
+    return math.ceil(tokens / block_size)
+
+
+def max_iterations(ctx, rem, n, free_blocks, block_size, cap):
+    best = 0
+    for j in range(1, min([cap] + [int(r) for r in rem[:n]]) + 1):
+        need = sum(blocks_for(int(c) + j, block_size) - blocks_for(int(c), block_size) for c in ctx[:n])
+        if need > free_blocks:
+            break
+        best = j
+    return best
+
+
+def hist_index(x: float) -> int:
+    if x <= K.HIST_LO_S:
+        return 0
+    return min(K.HIST_BINS - 1, int(math.log(x / K.HIST_LO_S) / math.log(K.HIST_RATIO)) + 1)

@@ -1,0 +1,313 @@
+"""The result envelope of a run: summary (the documented ``summary.json``), per-request table,
+per-deployment time series.
+
+Layout of ``summary.json`` (all latencies in milliseconds, all money in US dollars):
+
+- ``scenario``, ``seed``, ``scenario_sha256`` (of the resolved scenario), ``stacksim_version``
+- ``time``: horizon_s, warmup_s, end_s (later than the horizon when draining), measured_s
+- ``requests``: arrived, completed, failed, rejected, in_flight (these add up:
+  arrived = completed + failed + rejected + in_flight), measured (completed after warm-up),
+  preemptions
+- ``latency_ms``: ttft, tpot, itl, e2e, queue; each {count, mean, p50, p90, p95, p99}
+- ``slo``: targets and attainment (share of measured requests meeting each, and all together)
+- ``throughput``: requests_per_s, output_tokens_per_s, input_tokens_per_s (completions in the
+  measured window divided by its length)
+- ``queueing``: mean_in_system, arrival_rate_per_s, mean_time_in_system_s (Little's law inputs)
+- ``deployments.<name>``: model, accelerator, shape, memory plan, utilisation (busy fraction of
+  replica-time), mean/peak queue, running batch and KV occupancy, preemptions, iterations,
+  request counts and latency, GPU spend
+- ``pools.<name>``: accelerator, count, gpus_used, price, spend_usd, idle_spend_usd
+- ``spend``: gpu_usd (the run), gpu_usd_per_hour, gpu_usd_per_month (x 730 h, the run's rate held
+  for a month), basis
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stacksim.engine.simulation import Simulation
+from stacksim.kernels import cost as K
+from stacksim.metrics import COMPLETED, FAILED, REJECTED, STATUS_NAMES, hist_mean, hist_percentiles
+from stacksim.scenario import resolved_yaml
+
+HOURS_PER_MONTH = 730.0  # 8760 h / 12
+QS = (50.0, 90.0, 95.0, 99.0)
+
+
+def stats_ms(x: np.ndarray) -> dict[str, float | int | None]:
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return {"count": 0, "mean": None, "p50": None, "p90": None, "p95": None, "p99": None}
+    p = np.percentile(x, QS) * 1000.0
+    return {
+        "count": int(x.size),
+        "mean": round(float(x.mean()) * 1000.0, 4),
+        "p50": round(float(p[0]), 4),
+        "p90": round(float(p[1]), 4),
+        "p95": round(float(p[2]), 4),
+        "p99": round(float(p[3]), 4),
+    }
+
+
+def hist_stats_ms(hist: np.ndarray) -> dict[str, float | int | None]:
+    total = float(hist.sum())
+    if total <= 0:
+        return {"count": 0, "mean": None, "p50": None, "p90": None, "p95": None, "p99": None}
+    ps = hist_percentiles(hist, QS, K.HIST_LO_S, K.HIST_RATIO)
+    return {
+        "count": int(total),
+        "mean": round(hist_mean(hist, K.HIST_LO_S, K.HIST_RATIO) * 1000.0, 4),
+        "p50": round(ps[0] * 1000.0, 4),
+        "p90": round(ps[1] * 1000.0, 4),
+        "p95": round(ps[2] * 1000.0, 4),
+        "p99": round(ps[3] * 1000.0, 4),
+    }
+
+
+@dataclass
+class Result:
+    """Everything a run produced; traceable to the scenario hash and seed in ``summary``."""
+
+    summary: dict[str, Any]
+    requests: pd.DataFrame
+    timeseries: dict[str, pd.DataFrame]
+    resolved_yaml: str
+    replica_timeseries: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.summary, indent=2, sort_keys=False) + "\n"
+
+
+def _latencies(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    ttft = (df["first_token_s"] - df["arrival_s"]).to_numpy()
+    e2e = (df["finish_s"] - df["arrival_s"]).to_numpy()
+    out = df["output_tokens"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(out > 1, (df["finish_s"] - df["first_token_s"]).to_numpy() / (out - 1), np.nan)
+    queue = (df["admitted_s"] - df["arrival_s"]).to_numpy()
+    return {"ttft": ttft, "tpot": tpot, "e2e": e2e, "queue": queue}
+
+
+def build_result(sim: Simulation) -> Result:
+    from stacksim import __version__
+
+    rs = sim.rs
+    sc = rs.scenario
+    end = sim.end_time
+    cols = sim.reqs.trimmed()
+    arrived_mask = cols["arrival_s"] <= end
+    df = pd.DataFrame({k: v[arrived_mask] for k, v in cols.items()})
+    df.insert(0, "request_id", np.flatnonzero(arrived_mask))
+    df["workload"] = pd.Categorical.from_codes(df["workload"].to_numpy(), categories=sim.workload_names)
+    dep_codes = df["deployment"].to_numpy()
+    df["deployment"] = pd.Categorical.from_codes(np.where(dep_codes < 0, -1, dep_codes), categories=sim.deployment_names)
+    df["status"] = pd.Categorical(
+        [STATUS_NAMES[s] for s in df["status"].to_numpy()], categories=list(STATUS_NAMES.values())
+    )
+    for tag in sorted({k for w in sc.workloads.values() for k in w.tags}):
+        values = [sc.workloads[w].tags.get(tag, "") for w in sim.workload_names]
+        df[f"tag_{tag}"] = pd.Categorical(np.array(values, dtype=object)[cols["workload"][arrived_mask]])
+    lat = _latencies(df)
+    df["ttft_s"] = lat["ttft"]
+    df["tpot_s"] = lat["tpot"]
+    df["e2e_s"] = lat["e2e"]
+
+    st = cols["status"][arrived_mask]
+    n_arrived = int(arrived_mask.sum())
+    n_completed = int(np.sum(st == COMPLETED))
+    n_failed = int(np.sum(st == FAILED))
+    n_rejected = int(np.sum(st == REJECTED))
+    in_flight = n_arrived - n_completed - n_failed - n_rejected
+
+    measured = (df["status"] == "completed").to_numpy() & (df["arrival_s"].to_numpy() >= sc.warmup_s)
+    mdf = df[measured]
+    mlat = {k: v[measured] for k, v in lat.items()}
+    itl_all = np.sum([d.itl_hist for d in sim.deployments.values()], axis=0) if sim.deployments else np.zeros(1)
+
+    window = max(end - sc.warmup_s, 1e-12)
+    fin = df["finish_s"].to_numpy()
+    done_in_window = (df["status"] == "completed").to_numpy() & (fin >= sc.warmup_s) & (fin <= end)
+
+    slo: dict[str, Any] = {"targets_ms": sc.slo.model_dump()}
+    if len(mdf):
+        ok = np.ones(len(mdf), dtype=bool)
+        att: dict[str, float] = {}
+        for key, arr in (("ttft_ms", mlat["ttft"]), ("tpot_ms", mlat["tpot"]), ("e2e_ms", mlat["e2e"])):
+            target = getattr(sc.slo, key)
+            if target is None:
+                continue
+            met = np.where(np.isnan(arr), True, arr * 1000.0 <= target)
+            att[key] = round(float(met.mean()), 6)
+            ok &= met
+        slo["attainment"] = att
+        slo["attainment_all"] = round(float(ok.mean()), 6) if att else None
+    hours = end / 3600.0
+    deployments: dict[str, Any] = {}
+    pools_used: dict[str, int] = {}
+    for name, dep in sim.deployments.items():
+        rd = dep.rd
+        sel = (df["deployment"] == name).to_numpy()
+        msel = sel[measured]
+        reps = dep.replicas
+        busy = [r.levels.mean("busy", 0.0, end) for r in reps] if end > 0 else [0.0]
+        ts = _dep_timeseries(dep, end)
+        spend = rd.gpus * hours * rd.pool.price_usd_per_gpu_hour
+        pools_used[rd.pool.name] = pools_used.get(rd.pool.name, 0) + rd.gpus
+        deployments[name] = {
+            "model": rd.model.id,
+            "pool": rd.pool.name,
+            "accelerator": rd.pool.accelerator.id,
+            "replicas": rd.spec.replicas,
+            "tensor_parallel": rd.spec.tensor_parallel,
+            "pipeline_parallel": rd.spec.pipeline_parallel,
+            "precision": rd.spec.precision,
+            "gpus": rd.gpus,
+            "memory_per_gpu_gb": {
+                "weights": round(rd.plan.weights_per_gpu_gb, 3),
+                "activations": round(rd.plan.activations_per_gpu_gb, 3),
+                "runtime_overhead": round(rd.plan.overhead_per_gpu_gb, 3),
+                "kv_cache": round(rd.plan.kv_per_gpu_gb, 3),
+            },
+            "kv_blocks_per_replica": rd.plan.num_blocks,
+            "kv_capacity_tokens_per_replica": rd.plan.kv_capacity_tokens,
+            "max_model_len": rd.max_model_len,
+            "utilisation": round(float(np.mean(busy)), 6),
+            "mean_queue": round(float(ts["waiting"].mean()) if len(ts) else 0.0, 4),
+            "peak_queue": max((r.levels.peak[0] for r in reps), default=0.0),
+            "mean_running": round(float(ts["running"].mean()) if len(ts) else 0.0, 4),
+            "peak_running": max((r.levels.peak[1] for r in reps), default=0.0),
+            "mean_kv_used": round(float(ts["kv_used"].mean()) if len(ts) else 0.0, 6),
+            "peak_kv_used": round(max((r.levels.peak[2] for r in reps), default=0.0), 6),
+            "preemptions": int(sum(r.preemptions for r in reps)),
+            "iterations": int(sum(r.iterations for r in reps)),
+            "requests": {
+                "arrived": int(sel.sum()),
+                "completed": int(((df["status"] == "completed").to_numpy() & sel).sum()),
+                "rejected": int(((df["status"] == "rejected").to_numpy() & sel).sum()),
+            },
+            "latency_ms": {k: stats_ms(v[msel]) for k, v in mlat.items() if k != "queue"}
+            | {"itl": hist_stats_ms(dep.itl_hist)},
+            "spend_usd": round(spend, 6),
+        }
+    pools: dict[str, Any] = {}
+    total_spend = 0.0
+    for name, rp in rs.pools.items():
+        spend = rp.spec.count * hours * rp.price_usd_per_gpu_hour
+        used = pools_used.get(name, 0)
+        total_spend += spend
+        pools[name] = {
+            "accelerator": rp.accelerator.id,
+            "region": rp.spec.region,
+            "count": rp.spec.count,
+            "gpus_used": used,
+            "price_usd_per_gpu_hour": rp.price_usd_per_gpu_hour,
+            "price_basis": rp.price_basis,
+            "spend_usd": round(spend, 6),
+            "idle_spend_usd": round((rp.spec.count - used) * hours * rp.price_usd_per_gpu_hour, 6),
+        }
+    rate = total_spend / hours if hours > 0 else 0.0
+    ryaml = resolved_yaml(rs)
+    mean_in_sys = sim.in_system.mean("in_system", sc.warmup_s, end) if end > sc.warmup_s else 0.0
+    resid = df["e2e_s"].to_numpy()
+    fin_or_end = np.where(np.isnan(resid), end - df["arrival_s"].to_numpy(), resid)
+    in_win = df["arrival_s"].to_numpy() >= sc.warmup_s
+    summary: dict[str, Any] = {
+        "scenario": sc.name,
+        "seed": sim.seed,
+        "scenario_sha256": hashlib.sha256(ryaml.encode()).hexdigest(),
+        "stacksim_version": __version__,
+        "time": {
+            "horizon_s": sc.horizon_s,
+            "warmup_s": sc.warmup_s,
+            "end_s": round(end, 6),
+            "measured_s": round(window, 6),
+        },
+        "requests": {
+            "arrived": n_arrived,
+            "completed": n_completed,
+            "failed": n_failed,
+            "rejected": n_rejected,
+            "in_flight": in_flight,
+            "measured": int(measured.sum()),
+            "preemptions": int(df["preemptions"].sum()),
+        },
+        "latency_ms": {
+            "ttft": stats_ms(mlat["ttft"]),
+            "tpot": stats_ms(mlat["tpot"]),
+            "itl": hist_stats_ms(itl_all),
+            "e2e": stats_ms(mlat["e2e"]),
+            "queue": stats_ms(mlat["queue"]),
+        },
+        "slo": slo,
+        "throughput": {
+            "requests_per_s": round(float(done_in_window.sum()) / window, 6),
+            "output_tokens_per_s": round(float(df["output_tokens"].to_numpy()[done_in_window].sum()) / window, 4),
+            "input_tokens_per_s": round(float(df["input_tokens"].to_numpy()[done_in_window].sum()) / window, 4),
+        },
+        "queueing": {
+            "mean_in_system": round(mean_in_sys, 6),
+            "arrival_rate_per_s": round(float(in_win.sum()) / window, 6),
+            "mean_time_in_system_s": round(float(fin_or_end[in_win].mean()) if in_win.any() else 0.0, 6),
+        },
+        "deployments": deployments,
+        "pools": pools,
+        "spend": {
+            "gpu_usd": round(total_spend, 6),
+            "gpu_usd_per_hour": round(rate, 6),
+            "gpu_usd_per_month": round(rate * HOURS_PER_MONTH, 4),
+            "basis": "every accelerator in every pool billed for the simulated time at its pool price; "
+            f"month = {HOURS_PER_MONTH:g} h at the same rate",
+        },
+    }
+    ts_all = {name: _dep_timeseries(dep, end) for name, dep in sim.deployments.items()}
+    return Result(summary, df, ts_all, ryaml)
+
+
+def _dep_timeseries(dep: Any, end: float) -> pd.DataFrame:
+    """Per-bin levels averaged over a deployment's replicas."""
+    reps = dep.replicas
+    names = ("waiting", "running", "kv_used", "busy")
+    n_bins = max(len(r.levels.bins) for r in reps)
+    width = reps[0].levels.width
+    n_bins = min(n_bins, int(np.ceil(end / width)) if end > 0 else 0)
+    data: dict[str, np.ndarray] = {"t_s": (np.arange(n_bins) + 0.5) * width}
+    for nm in names:
+        acc = np.zeros(n_bins)
+        for r in reps:
+            s = r.levels.series(nm)[:n_bins]
+            acc[: len(s)] += s
+        data[nm] = acc / len(reps)
+    return pd.DataFrame(data)
+
+
+def write_result(result: Result, out_dir: str | Path, plots: bool = True) -> list[Path]:
+    """Write summary.json, requests.parquet, scenario.resolved.yaml and PNG plots into out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    p = out / "summary.json"
+    p.write_text(result.to_json())
+    written.append(p)
+    p = out / "requests.parquet"
+    result.requests.to_parquet(p, index=False)
+    written.append(p)
+    p = out / "scenario.resolved.yaml"
+    p.write_text(result.resolved_yaml)
+    written.append(p)
+    p = out / "timeseries.csv"
+    frames = [ts.assign(deployment=name) for name, ts in result.timeseries.items()]
+    if frames:
+        pd.concat(frames).to_csv(p, index=False)
+        written.append(p)
+    if plots:
+        from stacksim.report.plots import write_plots
+
+        written += write_plots(result, out)
+    return written

@@ -1,0 +1,1 @@
+"""Reports for people: plots (matplotlib is imported here only)."""

@@ -1,0 +1,90 @@
+"""PNG plots of a result (matplotlib, imported only here so the core stays free of it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from stacksim.metrics.summary import Result
+
+
+def _plt():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _cdf(ax, values: np.ndarray, label: str) -> None:  # type: ignore[no-untyped-def]
+    v = np.sort(values[np.isfinite(values)]) * 1000.0
+    if v.size == 0:
+        return
+    y = np.arange(1, v.size + 1) / v.size
+    ax.plot(v, y, label=f"{label} (n={v.size})")
+
+
+def write_plots(result: Result, out: Path) -> list[Path]:
+    plt = _plt()
+    written: list[Path] = []
+    df = result.requests
+    warm = result.summary["time"]["warmup_s"]
+    m = (df["status"] == "completed") & (df["arrival_s"] >= warm)
+    slo = result.summary["slo"]["targets_ms"]
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, col, title, key in (
+        (axes[0], "ttft_s", "Time to first token", "ttft_ms"),
+        (axes[1], "tpot_s", "Time per output token", "tpot_ms"),
+        (axes[2], "e2e_s", "End-to-end latency", "e2e_ms"),
+    ):
+        for dep in df["deployment"].cat.categories:
+            sel = m & (df["deployment"] == dep)
+            _cdf(ax, df.loc[sel, col].to_numpy(dtype=float), str(dep))
+        if slo.get(key):
+            ax.axvline(slo[key], color="red", ls="--", lw=1, label=f"SLO {slo[key]:g} ms")
+        ax.set_xscale("log")
+        ax.set_xlabel("ms (log scale)")
+        ax.set_ylabel("fraction of requests")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{result.summary['scenario']} - latency CDFs (seed {result.summary['seed']}, after {warm:g} s warm-up)")
+    fig.tight_layout()
+    p = out / "latency_cdf.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    written.append(p)
+
+    for name, ts in result.timeseries.items():
+        fig, axes = plt.subplots(4, 1, figsize=(10, 9), sharex=True)
+        panels = (
+            ("waiting", "queue length\n(per replica)", None),
+            ("running", "running batch\n(per replica)", None),
+            ("kv_used", "KV-cache\noccupancy", (0, 1.02)),
+            ("busy", "GPU utilisation\n(busy fraction)", (0, 1.02)),
+        )
+        for ax, (col, label, ylim) in zip(axes, panels):
+            ax.plot(ts["t_s"], ts[col], lw=1.2)
+            ax.set_ylabel(label)
+            if ylim:
+                ax.set_ylim(*ylim)
+            ax.grid(True, alpha=0.3)
+            if warm > 0:
+                ax.axvspan(0, warm, color="grey", alpha=0.12)
+        axes[-1].set_xlabel("simulated time (s); grey = warm-up")
+        d = result.summary["deployments"][name]
+        fig.suptitle(
+            f"deployment '{name}': {d['model']} on {d['replicas']} x {d['gpus'] // d['replicas']} {d['accelerator']} "
+            f"({d['precision']}), mean over replicas"
+        )
+        fig.tight_layout()
+        p = out / f"deployment_{name}_over_time.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
+    return written

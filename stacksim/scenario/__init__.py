@@ -1,0 +1,189 @@
+"""Scenario files: load YAML, validate at the door, resolve against the catalogs.
+
+``load_scenario(path)`` returns a :class:`ResolvedScenario` or raises :class:`ScenarioError`
+whose message names the file, the line, the field and what would be valid.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from stacksim.errors import Problem, ScenarioError
+from stacksim.scenario.resolve import ResolvedScenario, problems_to_report, resolve
+from stacksim.scenario.schema import Scenario
+from stacksim.scenario.yamlio import dotted, line_of, load_yaml_with_lines
+
+MAX_FILE_BYTES = 5 * 1024 * 1024
+
+__all__ = ["Scenario", "ResolvedScenario", "load_scenario", "load_scenario_text", "scenario_json_schema", "resolved_yaml"]
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _container_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """Walk the schema along ``loc`` (tags of discriminated unions included) to the last model."""
+    tp: Any = Scenario
+    i = 0
+    parts = list(loc)
+    while i < len(parts) - 1:
+        tp = _unwrap(tp)
+        part = parts[i]
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            f = tp.model_fields.get(str(part))
+            if f is None:
+                return None
+            tp = f.annotation
+            i += 1
+            continue
+        origin = typing.get_origin(tp)
+        if origin is dict:
+            tp = typing.get_args(tp)[1]
+            i += 1
+            continue
+        if origin is list:
+            tp = typing.get_args(tp)[0]
+            i += 1
+            continue
+        if origin is typing.Union:
+            args = [_unwrap(a) for a in typing.get_args(tp)]
+            chosen = None
+            for a in args:
+                if isinstance(a, type) and issubclass(a, BaseModel) and "kind" in a.model_fields:
+                    if typing.get_args(a.model_fields["kind"].annotation) == (part,):
+                        chosen = a
+            if chosen is None:
+                non_none = [a for a in args if a is not type(None)]
+                if len(non_none) == 1:
+                    tp = non_none[0]
+                    continue
+                return None
+            tp = chosen
+            i += 1
+            continue
+        return None
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) is typing.Union:
+        non_none = [_unwrap(a) for a in typing.get_args(tp) if a is not type(None)]
+        tp = non_none[0] if len(non_none) == 1 else tp
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop discriminator tags from a pydantic location so it matches the YAML's keys."""
+    out: list[Any] = []
+    cur = data
+    for part in loc:
+        if isinstance(cur, dict) and part in cur:
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, dict) and isinstance(part, str) and part not in cur and part == loc[-1]:
+            out.append(part)  # the missing or unknown field itself
+        # else: a union tag such as 'poisson'; not in the data
+    return tuple(out)
+
+
+def _describe(err: dict[str, Any], data: Any) -> tuple[str, tuple[Any, ...]]:
+    loc = tuple(err["loc"])
+    typ = err["type"]
+    path = _data_path(data, loc)
+    got = err.get("input")
+    if typ == "extra_forbidden":
+        model = _container_model(loc)
+        valid = ", ".join(model.model_fields) if model else "see `stacksim schema`"
+        return f"unknown key '{loc[-1]}'. Valid keys here: {valid}", path
+    if typ == "missing":
+        model = _container_model(loc)
+        desc = ""
+        if model is not None and str(loc[-1]) in model.model_fields:
+            d = model.model_fields[str(loc[-1])].description
+            desc = f" ({d})" if d else ""
+        return f"required field '{loc[-1]}' is missing{desc}", path
+    if typ in ("union_tag_invalid", "union_tag_not_found"):
+        tags = err.get("ctx", {}).get("expected_tags", "")
+        if typ == "union_tag_not_found":
+            return f"needs a 'kind'; valid kinds: {tags}", path
+        return f"kind {err['ctx'].get('tag')!r} is not valid; valid kinds: {tags}", path + ("kind",)
+    msg = err["msg"]
+    if typ == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        return msg, path
+    if isinstance(got, (dict, list)):
+        return f"{msg}", path
+    return f"{msg} (got {got!r})", path
+
+
+def load_scenario_text(text: str, file: str | None = None, overrides: dict[str, Any] | None = None) -> ResolvedScenario:
+    """Validate and resolve a scenario given as YAML text (``file`` names it in errors)."""
+    data, lines = load_yaml_with_lines(text, file)
+    if not isinstance(data, dict):
+        raise ScenarioError(
+            [Problem("a scenario is a YAML mapping with keys such as pools, deployments and workloads", line=1)],
+            file=file,
+        )
+    if overrides:
+        data = {**data, **overrides}
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            msg, path = _describe(dict(err), data)
+            problems.append(Problem(msg, field=dotted(path), line=line_of(lines, path)))
+        raise ScenarioError(problems, file=file) from None
+    rs, probs = resolve(sc, file)
+    if probs:
+        raise ScenarioError(problems_to_report(probs, lines), file=file)
+    return rs
+
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedScenario:
+    """Read, validate and resolve a scenario file."""
+    p = Path(path)
+    name = str(path)
+    if not p.exists():
+        raise ScenarioError([Problem("file not found")], file=name)
+    if p.is_dir():
+        raise ScenarioError([Problem("is a directory; give a scenario .yaml file")], file=name)
+    if p.stat().st_size > MAX_FILE_BYTES:
+        raise ScenarioError([Problem(f"larger than {MAX_FILE_BYTES // 1024 // 1024} MiB; not a scenario file")], file=name)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ScenarioError([Problem("not UTF-8 text; a scenario is a YAML file")], file=name) from None
+    return load_scenario_text(text, name, overrides)
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the scenario format (committed as docs/scenario.schema.json)."""
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "stacksim scenario"
+    return schema
+
+
+def schema_text() -> str:
+    return json.dumps(scenario_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def resolved_yaml(rs: ResolvedScenario) -> str:
+    """The scenario with every default filled in (and resolved prices), as YAML."""
+    data = rs.scenario.model_dump(mode="json")
+    for name, rp in rs.pools.items():
+        data["pools"][name]["price_usd_per_gpu_hour"] = rp.price_usd_per_gpu_hour
+    for name, rd in rs.deployments.items():
+        data["deployments"][name]["engine"]["max_model_len"] = rd.max_model_len
+    return yaml.safe_dump(data, sort_keys=False, width=100)
+

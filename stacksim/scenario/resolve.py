@@ -1,0 +1,261 @@
+"""Semantic checks and resolution: catalog ids to specs, memory plans, prices, trace paths.
+
+Everything a schema cannot say (an id that is not in the catalog, a model that does not fit, a
+pool with too few GPUs, a trace file with a missing column) is found here and reported as a
+:class:`Problem` with the field path, so the loader can name the line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stacksim.catalog import Accelerator, ModelArch, UnknownId, get_accelerator, get_model, models
+from stacksim.errors import Problem
+from stacksim.scenario import schema as S
+from stacksim.serving.costmodel import DoesNotFit, MemoryPlan, cost_params, memory_plan
+from stacksim.workload.traces import TraceFormatError, load_trace
+
+FieldPath = tuple[str | int, ...]
+
+
+@dataclass
+class PathProblem:
+    path: FieldPath
+    message: str
+
+
+@dataclass
+class ResolvedPool:
+    name: str
+    spec: S.Pool
+    accelerator: Accelerator
+    price_usd_per_gpu_hour: float
+    price_basis: str
+
+
+@dataclass
+class ResolvedDeployment:
+    name: str
+    spec: S.Deployment
+    model: ModelArch
+    pool: ResolvedPool
+    plan: MemoryPlan
+    params: np.ndarray
+    max_model_len: int
+
+    @property
+    def gpus(self) -> int:
+        return self.spec.replicas * self.spec.tensor_parallel * self.spec.pipeline_parallel
+
+
+@dataclass
+class ResolvedScenario:
+    scenario: S.Scenario
+    file: str | None
+    base_dir: Path
+    pools: dict[str, ResolvedPool] = field(default_factory=dict)
+    deployments: dict[str, ResolvedDeployment] = field(default_factory=dict)
+    trace_paths: dict[FieldPath, str] = field(default_factory=dict)
+
+    def path(self, rel: str) -> str:
+        p = Path(rel)
+        return str(p if p.is_absolute() else (self.base_dir / p))
+
+
+def _model(sc: S.Scenario, name: str, where: FieldPath, problems: list[PathProblem]) -> ModelArch | None:
+    if name in sc.models:
+        spec = sc.models[name]
+        if spec.catalog is not None:
+            try:
+                return get_model(spec.catalog)
+            except UnknownId as exc:
+                problems.append(PathProblem(("models", name, "catalog"), exc.message()))
+                return None
+        a = spec.architecture
+        assert a is not None
+        return ModelArch(
+            id=name,
+            params_total_b=a.params_total_b,
+            params_active_b=a.params_active_b or a.params_total_b,
+            num_layers=a.num_layers,
+            hidden_size=a.hidden_size,
+            num_attention_heads=a.num_attention_heads,
+            num_kv_heads=a.num_kv_heads,
+            head_dim=a.head_dim or a.hidden_size // a.num_attention_heads,
+            intermediate_size=a.intermediate_size,
+            vocab_size=a.vocab_size,
+            num_experts=a.num_experts,
+            experts_per_token=a.experts_per_token,
+            attention=a.attention,
+            kv_lora_rank=a.kv_lora_rank,
+            qk_rope_head_dim=a.qk_rope_head_dim,
+            max_context=a.max_context,
+        )
+    if name in models():
+        return get_model(name)
+    exc = UnknownId("model", name, sorted(models()))
+    local = sorted(sc.models)
+    msg = f"'{name}' is neither a key of models: ({', '.join(local) or 'none defined'}) nor a catalog model id."
+    if exc.suggestions:
+        msg += " Did you mean: " + ", ".join(exc.suggestions) + "?"
+    msg += f" Catalog ids: {', '.join(exc.valid)}."
+    problems.append(PathProblem(where, msg))
+    return None
+
+
+def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, list[PathProblem]]:
+    base = Path(file).resolve().parent if file else Path.cwd()
+    rs = ResolvedScenario(sc, file, base)
+    problems: list[PathProblem] = []
+
+    if sc.warmup_s >= sc.horizon_s:
+        problems.append(PathProblem(("warmup_s",), f"must be less than horizon_s ({sc.horizon_s:g}); got {sc.warmup_s:g}"))
+
+    for name, pool in sc.pools.items():
+        try:
+            acc = get_accelerator(pool.accelerator)
+        except UnknownId as exc:
+            problems.append(PathProblem(("pools", name, "accelerator"), exc.message()))
+            continue
+        price = pool.price_usd_per_gpu_hour
+        basis = "scenario"
+        if price is None:
+            if acc.default_price_usd_per_gpu_hour is None:
+                problems.append(
+                    PathProblem(
+                        ("pools", name),
+                        f"no price for {acc.id} in the catalog ({acc.price_basis}); set price_usd_per_gpu_hour",
+                    )
+                )
+                continue
+            price = acc.default_price_usd_per_gpu_hour
+            basis = f"catalog default: {acc.price_basis}"
+        rs.pools[name] = ResolvedPool(name, pool, acc, price, basis)
+
+    used: dict[str, int] = {}
+    for name, dep in sc.deployments.items():
+        where: FieldPath = ("deployments", name)
+        model = _model(sc, dep.model, where + ("model",), problems)
+        pool = rs.pools.get(dep.pool)
+        if dep.pool not in sc.pools:
+            problems.append(
+                PathProblem(where + ("pool",), f"no pool named '{dep.pool}'; pools: {', '.join(sc.pools)}")
+            )
+        if model is None or pool is None:
+            continue
+        tp, pp = dep.tensor_parallel, dep.pipeline_parallel
+        if model.num_attention_heads % tp:
+            problems.append(
+                PathProblem(
+                    where + ("tensor_parallel",),
+                    f"{model.id} has {model.num_attention_heads} attention heads, which {tp} does not divide; "
+                    f"valid: {', '.join(str(d) for d in range(1, 65) if model.num_attention_heads % d == 0)}",
+                )
+            )
+            continue
+        if pp > model.num_layers:
+            problems.append(PathProblem(where + ("pipeline_parallel",), f"{model.id} has only {model.num_layers} layers"))
+            continue
+        used[dep.pool] = used.get(dep.pool, 0) + dep.replicas * tp * pp
+        eng = dep.engine
+        if eng.max_num_batched_tokens < eng.max_num_seqs:
+            problems.append(
+                PathProblem(
+                    where + ("engine", "max_num_batched_tokens"),
+                    f"must be >= max_num_seqs ({eng.max_num_seqs}), as vLLM requires; got {eng.max_num_batched_tokens}",
+                )
+            )
+            continue
+        try:
+            plan = memory_plan(
+                model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype, eng.block_size,
+                eng.gpu_memory_utilization, eng.max_num_batched_tokens, eng.max_num_seqs, eng.runtime_overhead_gb,
+            )
+        except DoesNotFit as exc:
+            problems.append(PathProblem(where, str(exc)))
+            continue
+        mml = eng.max_model_len or model.max_context
+        if eng.max_model_len is not None and eng.max_model_len > model.max_context:
+            problems.append(
+                PathProblem(where + ("engine", "max_model_len"),
+                            f"{mml} exceeds {model.id}'s context length {model.max_context}")
+            )
+            continue
+        if mml > plan.kv_capacity_tokens:
+            problems.append(
+                PathProblem(
+                    where + ("engine", "max_model_len") if eng.max_model_len else where,
+                    f"max_model_len {mml} (the model's context) is larger than the KV cache of one replica, "
+                    f"{plan.kv_capacity_tokens} tokens ({plan.kv_per_gpu_gb:.1f} GiB per GPU left after "
+                    f"{plan.weights_per_gpu_gb:.1f} GiB of weights); set engine.max_model_len <= "
+                    f"{plan.kv_capacity_tokens}, or add GPUs / use fp8 KV cache",
+                )
+            )
+            continue
+        if not eng.enable_chunked_prefill and eng.max_num_batched_tokens < mml:
+            problems.append(
+                PathProblem(
+                    where + ("engine", "max_num_batched_tokens"),
+                    f"without chunked prefill a whole prompt must fit in one step: needs >= max_model_len "
+                    f"({mml}); got {eng.max_num_batched_tokens}. Raise it, lower max_model_len, or enable "
+                    f"chunked prefill",
+                )
+            )
+            continue
+        params = cost_params(model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype)
+        rs.deployments[name] = ResolvedDeployment(name, dep, model, pool, plan, params, mml)
+
+    for pname, n in used.items():
+        have = sc.pools[pname].count
+        if n > have:
+            users = [
+                f"{d} ({x.replicas} x tp{x.tensor_parallel} x pp{x.pipeline_parallel})"
+                for d, x in sc.deployments.items()
+                if x.pool == pname
+            ]
+            problems.append(
+                PathProblem(
+                    ("pools", pname, "count"),
+                    f"deployments need {n} accelerators but the pool has {have}: {', '.join(users)}",
+                )
+            )
+
+    for wname, w in sc.workloads.items():
+        where = ("workloads", wname)
+        if w.target not in sc.deployments:
+            problems.append(
+                PathProblem(where + ("target",), f"no deployment named '{w.target}'; deployments: {', '.join(sc.deployments)}")
+            )
+        is_trace = isinstance(w.arrival, S.TraceArrivals)
+        if is_trace:
+            _check_trace(rs, where + ("arrival",), w.arrival.path, w.arrival.format, problems)
+        for which in ("input_tokens", "output_tokens"):
+            spec = getattr(w, which)
+            if isinstance(spec, S.TraceLength) and not is_trace:
+                problems.append(
+                    PathProblem(where + (which, "kind"),
+                                "kind 'trace' pairs lengths with a trace's timestamps; it needs arrival kind 'trace'. "
+                                "Use kind 'empirical' (with a path) to draw lengths from a trace file instead")
+                )
+            if isinstance(spec, S.EmpiricalLength):
+                _check_trace(rs, where + (which,), spec.path, spec.format, problems)
+    return rs, problems
+
+
+def _check_trace(rs: ResolvedScenario, where: FieldPath, rel: str, fmt: str | None, problems: list[PathProblem]) -> None:
+    path = rs.path(rel)
+    try:
+        load_trace(path, fmt)
+    except TraceFormatError as exc:
+        problems.append(PathProblem(where + ("path",), str(exc)))
+        return
+    rs.trace_paths[where] = path
+
+
+def problems_to_report(problems: list[PathProblem], lines: dict[FieldPath, int]) -> list[Problem]:
+    from stacksim.scenario.yamlio import dotted, line_of
+
+    return [Problem(p.message, field=dotted(p.path), line=line_of(lines, p.path)) for p in problems]

@@ -1,0 +1,279 @@
+"""The scenario format: one pydantic v2 model per section, strict (unknown keys are errors).
+
+Units live in field names (``_s``, ``_ms``, ``_gb``, ``_usd_per_gpu_hour``). Pluggable policies
+(arrival processes, length distributions, load balancers, engines) are discriminated unions on a
+``kind`` field, so adding one is adding a class here and a function in the layer that runs it.
+
+Sections still to come (gateway, providers, agents, regions, faults, finops) get their own
+sub-models in this package when their layer lands; see ``docs/ARCHITECTURE.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=64)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=False)
+
+
+# --------------------------------------------------------------------------- compute
+
+
+class Pool(Strict):
+    """A pool of identical accelerators in one region."""
+
+    accelerator: str = Field(description="Catalog id, e.g. h100-sxm (see `stacksim catalog`).")
+    count: int = Field(ge=1, description="Number of accelerators (GPUs/chips) in the pool.")
+    region: str = Field(default="us-east", description="Region name (free-form until the regions layer).")
+    price_usd_per_gpu_hour: float | None = Field(
+        default=None,
+        ge=0,
+        description="Price per accelerator-hour. Omitted: the catalog's median on-demand price "
+        "(shared/facts/gpu_prices.csv); the resolved scenario shows the value used.",
+    )
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Architecture(Strict):
+    """An inline model architecture (the fields of a Hugging Face config.json that cost depends on)."""
+
+    params_total_b: float = Field(gt=0)
+    params_active_b: float | None = Field(default=None, gt=0, description="Defaults to total (dense).")
+    num_layers: int = Field(ge=1)
+    hidden_size: int = Field(ge=1)
+    num_attention_heads: int = Field(ge=1)
+    num_kv_heads: int = Field(ge=1)
+    head_dim: int | None = Field(default=None, ge=1, description="Defaults to hidden / heads.")
+    intermediate_size: int = Field(ge=1)
+    vocab_size: int = Field(ge=1)
+    num_experts: int = Field(default=1, ge=1)
+    experts_per_token: int = Field(default=1, ge=1)
+    attention: Literal["mha", "gqa", "mqa", "mla"] = "gqa"
+    kv_lora_rank: int | None = Field(default=None, ge=1)
+    qk_rope_head_dim: int | None = Field(default=None, ge=0)
+    max_context: int = Field(ge=1)
+
+
+class ModelSpec(Strict):
+    """A model by catalog id, or an inline architecture."""
+
+    catalog: str | None = Field(default=None, description="Catalog id, e.g. llama-3.1-8b.")
+    architecture: Architecture | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ModelSpec:
+        if (self.catalog is None) == (self.architecture is None):
+            raise ValueError("give exactly one of 'catalog' (a catalog id) or 'architecture'")
+        return self
+
+
+# --------------------------------------------------------------------------- serving
+
+
+class VllmEngine(Strict):
+    """vLLM-style continuous batching. Defaults are vLLM's (EngineArgs, v0.6-v0.8 docs)."""
+
+    kind: Literal["vllm"] = "vllm"
+    max_num_seqs: int = Field(default=256, ge=1, description="Max running sequences (vLLM default 256).")
+    max_num_batched_tokens: int = Field(
+        default=8192, ge=16, description="Token budget per step (vLLM chunked-prefill default 8192)."
+    )
+    enable_chunked_prefill: bool = Field(default=True, description="Mix prefill chunks with decodes.")
+    block_size: int = Field(default=16, ge=1, le=1024, description="KV block size in tokens (vLLM default 16).")
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="Fraction of accelerator memory the engine may use (vLLM default 0.9)."
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="Longest prompt+output accepted; defaults to the model's context."
+    )
+    kv_cache_dtype: Literal["auto", "fp8"] = Field(default="auto", description="auto = model dtype.")
+    runtime_overhead_gb: float = Field(
+        default=1.5,
+        ge=0,
+        description="Memory outside weights, activations and KV per GPU: CUDA context, CUDA graphs, "
+        "NCCL buffers (vLLM start-up logs typically show 0.5-2 GiB).",
+    )
+
+
+Engine = Annotated[Union[VllmEngine], Field(discriminator="kind")]
+
+
+class RoundRobin(Strict):
+    kind: Literal["round_robin"]
+
+
+class LeastOutstanding(Strict):
+    kind: Literal["least_outstanding"]
+
+
+class RandomBalancer(Strict):
+    kind: Literal["random"]
+
+
+class SharedQueue(Strict):
+    """One queue per deployment; a replica pulls the next request when it has a free sequence slot."""
+
+    kind: Literal["shared_queue"]
+
+
+LoadBalancer = Annotated[
+    Union[RoundRobin, LeastOutstanding, RandomBalancer, SharedQueue], Field(discriminator="kind")
+]
+
+
+class Deployment(Strict):
+    """A model served by replicas on a pool."""
+
+    model: str = Field(description="A key of `models:` or a catalog model id.")
+    pool: str = Field(description="A key of `pools:`.")
+    replicas: int = Field(default=1, ge=1)
+    tensor_parallel: int = Field(default=1, ge=1)
+    pipeline_parallel: int = Field(default=1, ge=1)
+    precision: Literal["bf16", "fp16", "fp8", "int8", "int4_awq", "int4_gptq", "fp4", "mxfp4", "nvfp4"] = "bf16"
+    engine: Engine = Field(default_factory=VllmEngine)
+    load_balancer: LoadBalancer = Field(default_factory=lambda: RoundRobin(kind="round_robin"))
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+class Poisson(Strict):
+    kind: Literal["poisson"]
+    rate_per_s: float = Field(gt=0)
+
+
+class GammaArrivals(Strict):
+    """Renewal process with Gamma gaps: mean 1/rate, coefficient of variation `cv` (cv=1 is Poisson)."""
+
+    kind: Literal["gamma"]
+    rate_per_s: float = Field(gt=0)
+    cv: float = Field(gt=0)
+
+
+class Deterministic(Strict):
+    kind: Literal["deterministic"]
+    rate_per_s: float = Field(gt=0)
+
+
+TraceFormat = Literal["azure", "mooncake"]
+
+
+class TraceArrivals(Strict):
+    """Replay the timestamps of a trace file (Azure CSV or Mooncake JSONL)."""
+
+    kind: Literal["trace"]
+    path: str = Field(description="Relative to the scenario file.")
+    format: TraceFormat | None = Field(default=None, description="Guessed from the extension if omitted.")
+    time_scale: float = Field(default=1.0, gt=0, description="Multiply gaps by this (0.5 = twice the rate).")
+    start_s: float = Field(default=0.0, ge=0, description="Skip the trace's first start_s seconds.")
+
+
+Arrival = Annotated[
+    Union[Poisson, GammaArrivals, Deterministic, TraceArrivals], Field(discriminator="kind")
+]
+
+
+class FixedLength(Strict):
+    kind: Literal["fixed"]
+    value: int = Field(ge=1)
+
+
+class LognormalLength(Strict):
+    """exp(N(ln median, sigma)), rounded, truncated to [min, max] by redrawing."""
+
+    kind: Literal["lognormal"]
+    median: float = Field(gt=0)
+    sigma: float = Field(ge=0)
+    min: int = Field(default=1, ge=1)
+    max: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> LognormalLength:
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+
+class ExponentialLength(Strict):
+    """Geometric (the discrete exponential) with the given mean, at least 1."""
+
+    kind: Literal["exponential"]
+    mean: float = Field(ge=1)
+
+
+class UniformLength(Strict):
+    kind: Literal["uniform"]
+    low: int = Field(ge=1)
+    high: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> UniformLength:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+
+class EmpiricalLength(Strict):
+    """Draw lengths independently from a trace file's column."""
+
+    kind: Literal["empirical"]
+    path: str = Field(description="Relative to the scenario file.")
+    format: TraceFormat | None = None
+    field: Literal["input", "output"] | None = Field(
+        default=None, description="Which column; defaults to the one this distribution describes."
+    )
+
+
+class TraceLength(Strict):
+    """The lengths written next to each timestamp of a `trace` arrival process."""
+
+    kind: Literal["trace"]
+
+
+Length = Annotated[
+    Union[FixedLength, LognormalLength, ExponentialLength, UniformLength, EmpiricalLength, TraceLength],
+    Field(discriminator="kind"),
+]
+
+
+class Workload(Strict):
+    """An open-loop stream of requests sent to one deployment."""
+
+    target: str = Field(description="A key of `deployments:`.")
+    arrival: Arrival
+    input_tokens: Length
+    output_tokens: Length
+    max_requests: int | None = Field(default=None, ge=1, description="Stop after this many arrivals.")
+    tags: dict[str, str] = Field(default_factory=dict, description="e.g. {team: search, tenant: acme}")
+
+
+class Slo(Strict):
+    ttft_ms: float | None = Field(default=None, gt=0)
+    tpot_ms: float | None = Field(default=None, gt=0)
+    e2e_ms: float | None = Field(default=None, gt=0)
+
+
+# --------------------------------------------------------------------------- the file
+
+
+class Scenario(Strict):
+    """A whole stack and its traffic, run for `horizon_s` simulated seconds."""
+
+    name: str = "scenario"
+    description: str = ""
+    seed: int = Field(default=0, ge=0)
+    horizon_s: float = Field(gt=0, description="Simulated time; arrivals stop here.")
+    warmup_s: float = Field(default=0.0, ge=0, description="Requests arriving earlier are not in latency stats.")
+    drain: bool = Field(default=False, description="Keep running after the horizon until every request ends.")
+    pools: dict[Name, Pool] = Field(min_length=1)
+    models: dict[Name, ModelSpec] = Field(default_factory=dict)
+    deployments: dict[Name, Deployment] = Field(min_length=1)
+    workloads: dict[Name, Workload] = Field(min_length=1)
+    slo: Slo = Field(default_factory=Slo)

@@ -1,0 +1,1 @@
+"""Self-hosted LLM serving: engine replicas, KV cache, batching, load balancing, cost model."""

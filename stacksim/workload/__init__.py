@@ -1,0 +1,1 @@
+"""Request generators: arrival processes, length distributions and trace replay."""
