@@ -8,7 +8,7 @@ import numpy as np
 import simpy
 
 from stacksim.engine.rng import Streams
-from stacksim.metrics import Levels, RequestTable
+from stacksim.metrics import RequestTable
 from stacksim.scenario import schema as S
 from stacksim.scenario.resolve import ResolvedScenario
 from stacksim.serving.deployment import DeploymentRuntime
@@ -41,16 +41,19 @@ class Simulation:
         total = sum(len(a[0]) for a in arrays)
         self.reqs = RequestTable(total)
         self.workload_ids: list[np.ndarray] = []
+        dep_index = {name: i for i, name in enumerate(rs.deployments)}
         for wi, (t, inp, out) in enumerate(arrays):
-            self.workload_ids.append(self.reqs.add_many(t, inp, out, wi))
-        self.in_system = Levels(("in_system",), self.width)
-        self.n_in_system = 0
+            ids = self.reqs.add_many(t, inp, out, wi)
+            self.reqs.deployment[ids] = dep_index[list(sc.workloads.values())[wi].target]
+            self.workload_ids.append(ids)
+        max_time = self.horizon * (DRAIN_LIMIT_FACTOR + 1.0 if sc.drain else 1.0)
         self.finished = 0
         self.deployments: dict[str, DeploymentRuntime] = {}
         for di, (name, rd) in enumerate(rs.deployments.items()):
             self.deployments[name] = DeploymentRuntime(
-                self.env, di, rd, self.reqs, self.streams.get(f"routing/{name}"), self.width, self._on_done
+                self.env, di, rd, self.reqs, self.streams.get(f"routing/{name}"), self.width, max_time, self._on_done
             )
+
             for r in self.deployments[name].replicas:
                 r.itl_from = self.warmup
         self.end_time = 0.0
@@ -90,29 +93,33 @@ class Simulation:
                 )
         return t, lengths[0], lengths[1]
 
-    def _arrivals(self, ids: np.ndarray, dep: DeploymentRuntime):  # type: ignore[no-untyped-def]
+    def _arrivals(self, ids: np.ndarray, times: np.ndarray, dep: DeploymentRuntime):  # type: ignore[no-untyped-def]
         env = self.env
-        times = self.reqs.arrival_s
-        for rid in ids.tolist():
-            delay = times[rid] - env.now
+        submit = dep.submit
+        for rid, t in zip(ids.tolist(), times.tolist()):
+            delay = t - env.now
             if delay > 0:
                 yield env.timeout(delay)
-            self.n_in_system += 1
-            self.in_system.set(env.now, float(self.n_in_system))
-            dep.submit(rid)
+            submit(rid)
 
     def _on_done(self, rid: int) -> None:
-        self.n_in_system -= 1
         self.finished += 1
-        self.in_system.set(self.env.now, float(self.n_in_system))
 
     # ------------------------------------------------------------------ run
 
     def run(self, progress: Progress | None = None) -> Simulation:
         sc = self.rs.scenario
         env = self.env
-        for wi, (name, w) in enumerate(sc.workloads.items()):
-            env.process(self._arrivals(self.workload_ids[wi], self.deployments[w.target]))
+        dep_of = self.reqs.deployment[: self.reqs.n]
+        arrival = self.reqs.arrival_s[: self.reqs.n]
+        for di, dep in enumerate(self.deployments.values()):
+            ids = np.flatnonzero(dep_of == di)
+            ids = ids[np.argsort(arrival[ids], kind="stable")]
+            times = arrival[ids]
+            if dep.bind_requests(ids, times):
+                self.finished += dep.rejected_too_long
+            else:
+                env.process(self._arrivals(ids, times, dep))
         steps = PROGRESS_STEPS if progress else 1
         for i in range(1, steps + 1):
             env.run(until=self.horizon * i / steps)
@@ -123,7 +130,6 @@ class Simulation:
             while self.finished < self.reqs.n and env.peek() < limit:
                 env.run(until=min(limit, env.now + self.horizon / 10))
         self.end_time = env.now
-        self.in_system.close(self.end_time)
         for dep in self.deployments.values():
             for r in dep.replicas:
                 r.levels.close(self.end_time)

@@ -198,3 +198,82 @@ def hist_add_stretch(hist: np.ndarray, cum: np.ndarray, j: int, weight: float) -
     for i in range(j):
         hist[hist_index(cum[i] - prev)] += weight
         prev = cum[i]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def level_set(acc: np.ndarray, state: np.ndarray, width: float, t: float, v0: float, v1: float, v2: float, v3: float) -> None:
+    """Time-weighted levels: integrate the current values from the last change to ``t`` into
+    bins of ``width`` (rows of ``acc``), then switch to the new values.
+
+    ``state`` = [t_last, cur0..cur3, peak0..peak3]; up to four levels share one clock (unused
+    ones stay 0). Times past the last bin are added to the last bin.
+    """
+    t0 = state[0]
+    if t > t0:
+        nb = acc.shape[0]
+        b = int(t0 / width)
+        while True:
+            edge = (b + 1) * width
+            seg = t if t < edge else edge
+            dt = seg - t0
+            row = b if b < nb else nb - 1
+            acc[row, 0] += state[1] * dt
+            acc[row, 1] += state[2] * dt
+            acc[row, 2] += state[3] * dt
+            acc[row, 3] += state[4] * dt
+            if seg >= t:
+                break
+            t0 = seg
+            b += 1
+        state[0] = t
+    state[1] = v0
+    state[2] = v1
+    state[3] = v2
+    state[4] = v3
+    if v0 > state[5]:
+        state[5] = v0
+    if v1 > state[6]:
+        state[6] = v1
+    if v2 > state[7]:
+        state[7] = v2
+    if v3 > state[8]:
+        state[8] = v3
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def plan_stretch(
+    p: np.ndarray, ctx: np.ndarray, rem: np.ndarray, n: int, free_blocks: int, block_size: int, cap: int,
+    ctx_sum: float, cum: np.ndarray,
+) -> int:
+    """:func:`max_iterations` then :func:`decode_stretch_times` in one call (one dispatch)."""
+    k = max_iterations(ctx, rem, n, free_blocks, block_size, cap)
+    if k > 0:
+        decode_stretch_times(p, n, ctx_sum, k, cum)
+    return k
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def commit_stretch(
+    ctx: np.ndarray, rem: np.ndarray, n: int, j: int, block_size: int, done: np.ndarray,
+    hist: np.ndarray, cum: np.ndarray, tally: bool,
+) -> tuple:
+    """:func:`hist_add_stretch` (when ``tally``) then :func:`advance` in one call."""
+    if tally:
+        hist_add_stretch(hist, cum, j, float(n))
+    return advance(ctx, rem, n, j, block_size, done)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def boundary_after(cum: np.ndarray, k: int, dt: float) -> int:
+    """Iterations of a stretch (cumulative end times ``cum[:k]``) up to the first boundary at or
+    after ``dt``; ``k`` if that is the end of the stretch."""
+    lo, hi = 0, k - 1
+    if cum[hi] <= dt:
+        return k
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cum[mid] >= dt:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo + 1

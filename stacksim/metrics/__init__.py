@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stacksim.kernels.cost import level_set as _level_set
+
 # Request status codes (the `status` column).
 PENDING, QUEUED, RUNNING, COMPLETED, REJECTED, FAILED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {
@@ -70,74 +72,57 @@ class RequestTable:
 
 
 class Levels:
-    """Several time-weighted levels sharing one clock, integrated into bins of ``width_s``."""
+    """Up to four time-weighted levels sharing one clock, integrated into bins of ``width_s``.
 
-    def __init__(self, names: tuple[str, ...], width_s: float, t0: float = 0.0):
+    The arithmetic is the Numba kernel :func:`stacksim.kernels.cost.level_set` (called at every
+    state change, so it is hot); bins cover ``[0, max_time_s)`` and later time piles into the last.
+    """
+
+    def __init__(self, names: tuple[str, ...], width_s: float, max_time_s: float):
+        if not 1 <= len(names) <= 4:
+            raise ValueError("Levels holds one to four levels")
         self.names = names
         self.width = float(width_s)
-        self.t_last = t0
-        self.values = [0.0] * len(names)
-        self.bins: list[list[float]] = [[0.0] * len(names)]
-        self.area = [0.0] * len(names)
-        self.peak = [0.0] * len(names)
+        self.acc = np.zeros((int(np.ceil(max_time_s / width_s)) + 1, 4))
+        self.state = np.zeros(9)
 
-    def set(self, t: float, *values: float) -> None:
-        """The levels change to ``values`` at time ``t`` (t never goes back)."""
-        self._advance(t)
-        self.values = list(values)
-        pk = self.peak
-        for i, v in enumerate(values):
-            if v > pk[i]:
-                pk[i] = v
-
-    def _advance(self, t: float) -> None:
-        t0 = self.t_last
-        if t <= t0:
-            return
-        w = self.width
-        vals = self.values
-        b = int(t0 // w)
-        while True:
-            while b >= len(self.bins):
-                self.bins.append([0.0] * len(vals))
-            edge = (b + 1) * w
-            seg_end = t if t < edge else edge
-            dt = seg_end - t0
-            row = self.bins[b]
-            for i, v in enumerate(vals):
-                if v:
-                    row[i] += v * dt
-                    self.area[i] += v * dt
-            if seg_end >= t:
-                break
-            t0 = seg_end
-            b += 1
-        self.t_last = t
+    def set(self, t: float, v0: float, v1: float = 0.0, v2: float = 0.0, v3: float = 0.0) -> None:
+        """The levels change to the given values at time ``t`` (t never goes back)."""
+        _level_set(self.acc, self.state, self.width, t, v0, v1, v2, v3)
 
     def close(self, t: float) -> None:
-        self._advance(t)
+        s = self.state
+        _level_set(self.acc, s, self.width, t, s[1], s[2], s[3], s[4])
 
-    def mean(self, name: str, t_start: float, t_end: float) -> float:
-        """Time-average of a level over [t_start, t_end] (bin resolution at the edges)."""
-        i = self.names.index(name)
-        arr = self.series(name)
-        if t_end <= t_start:
-            return 0.0
-        b0, b1 = int(t_start // self.width), int(np.ceil(t_end / self.width))
-        seg = arr[b0:b1] * self.width
-        # Partial edge bins: scale by the covered fraction.
-        total = float(seg.sum())
-        if b0 < len(arr):
-            total -= arr[b0] * (t_start - b0 * self.width)
-        if b1 - 1 < len(arr) and b1 * self.width > t_end:
-            total -= arr[b1 - 1] * (b1 * self.width - t_end)
-        del i
-        return total / (t_end - t_start)
+    @property
+    def t_last(self) -> float:
+        return float(self.state[0])
+
+    def peak(self, name: str) -> float:
+        return float(self.state[5 + self.names.index(name)])
+
+    def n_bins(self) -> int:
+        return int(np.ceil(self.t_last / self.width)) if self.t_last > 0 else 0
 
     def series(self, name: str) -> np.ndarray:
-        """Per-bin time-averaged value of ``name``."""
+        """Per-bin time-averaged value of ``name`` up to the last recorded time."""
         i = self.names.index(name)
-        return np.array([row[i] for row in self.bins]) / self.width
+        return self.acc[: self.n_bins(), i] / self.width
+
+    def mean(self, name: str, t_start: float, t_end: float) -> float:
+        """Time-average over [t_start, t_end]; edges are resolved to the bin width."""
+        if t_end <= t_start:
+            return 0.0
+        i = self.names.index(name)
+        col = self.acc[:, i]
+        w = self.width
+        b0, b1 = int(t_start // w), int(np.ceil(t_end / w))
+        total = float(col[b0:b1].sum())
+        if b0 < len(col):
+            total -= col[b0] * (t_start - b0 * w) / w
+        if 0 < b1 <= len(col) and b1 * w > t_end:
+            total -= col[b1 - 1] * (b1 * w - t_end) / w
+        return total / (t_end - t_start)
 
 
 def hist_percentiles(hist: np.ndarray, qs: tuple[float, ...], lo: float, ratio: float) -> list[float]:

@@ -180,11 +180,11 @@ def build_result(sim: Simulation) -> Result:
             "max_model_len": rd.max_model_len,
             "utilisation": round(float(np.mean(busy)), 6),
             "mean_queue": round(float(ts["waiting"].mean()) if len(ts) else 0.0, 4),
-            "peak_queue": max((r.levels.peak[0] for r in reps), default=0.0),
+            "peak_queue": max((r.levels.peak("waiting") for r in reps), default=0.0),
             "mean_running": round(float(ts["running"].mean()) if len(ts) else 0.0, 4),
-            "peak_running": max((r.levels.peak[1] for r in reps), default=0.0),
+            "peak_running": max((r.levels.peak("running") for r in reps), default=0.0),
             "mean_kv_used": round(float(ts["kv_used"].mean()) if len(ts) else 0.0, 6),
-            "peak_kv_used": round(max((r.levels.peak[2] for r in reps), default=0.0), 6),
+            "peak_kv_used": round(max((r.levels.peak("kv_used") for r in reps), default=0.0), 6),
             "preemptions": int(sum(r.preemptions for r in reps)),
             "iterations": int(sum(r.iterations for r in reps)),
             "requests": {
@@ -214,7 +214,7 @@ def build_result(sim: Simulation) -> Result:
         }
     rate = total_spend / hours if hours > 0 else 0.0
     ryaml = resolved_yaml(rs)
-    mean_in_sys = sim.in_system.mean("in_system", sc.warmup_s, end) if end > sc.warmup_s else 0.0
+    mean_in_sys = mean_in_system(cols["arrival_s"], cols["finish_s"], sc.warmup_s, end)
     resid = df["e2e_s"].to_numpy()
     fin_or_end = np.where(np.isnan(resid), end - df["arrival_s"].to_numpy(), resid)
     in_win = df["arrival_s"].to_numpy() >= sc.warmup_s
@@ -270,18 +270,27 @@ def build_result(sim: Simulation) -> Result:
     return Result(summary, df, ts_all, ryaml)
 
 
+def mean_in_system(arrival: np.ndarray, finish: np.ndarray, t0: float, t1: float) -> float:
+    """Time-average number of requests in the system over [t0, t1], exactly, from the table:
+    each request contributes the overlap of [arrival, finish or t1] with the window."""
+    if t1 <= t0:
+        return 0.0
+    a = np.clip(arrival, t0, t1)
+    f = np.clip(np.where(np.isnan(finish), t1, finish), t0, t1)
+    return float(np.sum(np.maximum(f - a, 0.0)) / (t1 - t0))
+
+
 def _dep_timeseries(dep: Any, end: float) -> pd.DataFrame:
     """Per-bin levels averaged over a deployment's replicas."""
     reps = dep.replicas
     names = ("waiting", "running", "kv_used", "busy")
-    n_bins = max(len(r.levels.bins) for r in reps)
     width = reps[0].levels.width
-    n_bins = min(n_bins, int(np.ceil(end / width)) if end > 0 else 0)
+    n_bins = int(np.ceil(end / width)) if end > 0 else 0
     data: dict[str, np.ndarray] = {"t_s": (np.arange(n_bins) + 0.5) * width}
     for nm in names:
         acc = np.zeros(n_bins)
         for r in reps:
-            s = r.levels.series(nm)[:n_bins]
+            s = r.levels.series(nm)[:n_bins]  # closed at `end`, so every replica has n_bins
             acc[: len(s)] += s
         data[nm] = acc / len(reps)
     return pd.DataFrame(data)

@@ -17,15 +17,23 @@ if TYPE_CHECKING:
 
 class Balancer(Protocol):
     shared: bool
+    static: bool  # the choice does not depend on replica state, so it can be made up front
 
     def pick(self, replicas: list[Replica]) -> int: ...
+
+    def assign(self, n: int) -> np.ndarray: ...
 
 
 class RoundRobin:
     shared = False
+    static = True
 
-    def __init__(self) -> None:
+    def __init__(self, n: int) -> None:
         self.next = 0
+        self.n = n
+
+    def assign(self, n: int) -> np.ndarray:
+        return np.arange(n, dtype=np.int64) % self.n
 
     def pick(self, replicas: list[Replica]) -> int:
         i = self.next
@@ -37,6 +45,7 @@ class LeastOutstanding:
     """Fewest requests queued or running; ties go to the lowest index (deterministic)."""
 
     shared = False
+    static = False
 
     def pick(self, replicas: list[Replica]) -> int:
         best = 0
@@ -50,12 +59,16 @@ class LeastOutstanding:
 
 class RandomPick:
     shared = False
+    static = True
 
     def __init__(self, rng: np.random.Generator, n: int):
         self.rng = rng
         self.n = n
         self.buf = np.empty(0, dtype=np.int64)
         self.pos = 0
+
+    def assign(self, n: int) -> np.ndarray:
+        return self.rng.integers(0, self.n, n)
 
     def pick(self, replicas: list[Replica]) -> int:
         if self.pos >= len(self.buf):
@@ -68,6 +81,7 @@ class RandomPick:
 
 class SharedQueue:
     shared = True
+    static = False
 
     def pick(self, replicas: list[Replica]) -> int:  # pragma: no cover - never called
         raise NotImplementedError("shared_queue replicas pull work")
@@ -75,7 +89,7 @@ class SharedQueue:
 
 def make_balancer(kind: str, rng: np.random.Generator, n_replicas: int) -> Balancer:
     if kind == "round_robin":
-        return RoundRobin()
+        return RoundRobin(n_replicas)
     if kind == "least_outstanding":
         return LeastOutstanding()
     if kind == "random":

@@ -155,7 +155,7 @@ def memory_plan(
     if blocks <= 0:
         raise DoesNotFit(
             f"{model.id} in {precision} does not fit on {gpus} x {acc.id} (tp={tp}, pp={pp}): per GPU "
-            f"{plan.usable_per_gpu_gb:.1f} GiB usable ({acc.memory_gb:g} GB x gpu_memory_utilization "
+            f"{plan.usable_per_gpu_gb:.1f} GiB usable ({acc.memory_gb:g} GiB x gpu_memory_utilization "
             f"{gpu_memory_utilization:g}) but weights take {plan.weights_per_gpu_gb:.1f} GiB, activations "
             f"{plan.activations_per_gpu_gb:.1f} GiB and runtime overhead {plan.overhead_per_gpu_gb:.1f} GiB, "
             f"leaving nothing for the KV cache. Raise tensor_parallel/pipeline_parallel, use a smaller "

@@ -27,6 +27,7 @@ class DeploymentRuntime:
         reqs: RequestTable,
         rng: np.random.Generator,
         level_width_s: float,
+        max_time_s: float,
         on_done: Callable[[int], None],
     ):
         self.env = env
@@ -42,13 +43,40 @@ class DeploymentRuntime:
         self._on_done = on_done
         self.balancer = make_balancer(rd.spec.load_balancer.kind, rng, rd.spec.replicas)
         self.queue: deque[int] = deque()
+        self.prerouting_disabled = False  # tests switch it off to check both paths agree
         self.rejected_too_long = 0
-        self.replicas = [Replica(env, self, i, level_width_s) for i in range(rd.spec.replicas)]
+        self.inp: list[int] = []
+        self.out: list[int] = []
+        self.replicas = [Replica(env, self, i, level_width_s, max_time_s) for i in range(rd.spec.replicas)]
+
+    def bind_requests(self, rids: np.ndarray, times: np.ndarray) -> bool:
+        """Take this deployment's requests (sorted by arrival). Returns True when they were all
+        routed up front, which a state-independent balancer allows: then no arrival events are
+        needed. State-dependent balancers (least outstanding, shared queue) route at arrival.
+        """
+        reqs = self.reqs
+        self.inp = reqs.input_tokens[: reqs.n].tolist()
+        self.out = reqs.output_tokens[: reqs.n].tolist()
+        for r in self.replicas:
+            r.inp, r.out = self.inp, self.out
+        if not self.balancer.static or self.prerouting_disabled:
+            return False
+        too_long = reqs.input_tokens[rids] + reqs.output_tokens[rids] > self.max_model_len
+        bad = rids[too_long]
+        reqs.status[bad] = REJECTED  # vLLM answers 400 at once; decided here as nothing can change it
+        reqs.finish_s[bad] = reqs.arrival_s[bad]
+        self.rejected_too_long = int(bad.size)
+        ok = rids[~too_long]
+        ok_t = times[~too_long]
+        where = self.balancer.assign(ok.size)
+        for i, r in enumerate(self.replicas):
+            mine = where == i
+            r.preroute(ok[mine].tolist(), ok_t[mine].tolist())
+        return True
 
     def submit(self, rid: int) -> None:
         reqs = self.reqs
-        reqs.deployment[rid] = self.index
-        if reqs.input_tokens[rid] + reqs.output_tokens[rid] > self.max_model_len:
+        if self.inp[rid] + self.out[rid] > self.max_model_len:
             # vLLM answers 400: prompt + max_tokens exceed the model's max length.
             reqs.status[rid] = REJECTED
             reqs.finish_s[rid] = self.env.now

@@ -58,7 +58,7 @@ class _Prefill:
 
 
 class Replica:
-    def __init__(self, env: simpy.Environment, dep: DeploymentRuntime, index: int, level_width_s: float):
+    def __init__(self, env: simpy.Environment, dep: DeploymentRuntime, index: int, level_width_s: float, max_time_s: float):
         self.env = env
         self.dep = dep
         self.index = index
@@ -96,17 +96,56 @@ class Replica:
         self.idle_event: simpy.Event | None = None
         self.itl_hist = dep.itl_hist
         self.itl_from = 0.0  # inter-token gaps are tallied from the end of the warm-up
-        self.levels = Levels(("waiting", "running", "kv_used", "busy"), level_width_s)
+        self.levels = Levels(("waiting", "running", "kv_used", "busy"), level_width_s, max_time_s)
+        self.lv_acc, self.lv_state, self.lv_width = self.levels.acc, self.levels.state, self.levels.width
+        self.arr_rids: list[int] = []
+        self.arr_times: list[float] = []
+        self.arr_pos = 0
+        self.shared = dep.balancer.shared
+        self.inp = dep.inp  # plain lists: scalar reads are several times cheaper than numpy's
+        self.out = dep.out
         self.proc = env.process(self._run())
 
     # ------------------------------------------------------------------ arrivals
 
+    def preroute(self, rids: list[int], times: list[float]) -> None:
+        """Hand this replica its future arrivals (state-independent balancers route up front).
+
+        The replica then needs no arrival events: it takes arrivals in at its iteration
+        boundaries and ends a decode stretch at the first boundary after the next arrival.
+        """
+        self.arr_rids = rids
+        self.arr_times = times
+        self.arr_pos = 0
+        self.outstanding = 0
+
+    def _take_arrivals(self, now: float) -> None:
+        pos = self.arr_pos
+        times = self.arr_times
+        end = len(times)
+        if pos >= end or times[pos] > now:
+            return
+        rids = self.arr_rids
+        reqs = self.reqs
+        lv, st, w = self.lv_acc, self.lv_state, self.lv_width
+        busy = st[4]
+        while pos < end and times[pos] <= now:
+            rid = rids[pos]
+            self.waiting.append(rid)
+            reqs.replica[rid] = self.index
+            reqs.status[rid] = QUEUED
+            K.level_set(lv, st, w, times[pos], float(len(self.waiting)), st[2], st[3], busy)
+            pos += 1
+        self.arr_pos = pos
+
     def enqueue(self, rid: int) -> None:
+        """A request routed here now (state-dependent balancers)."""
         self.waiting.append(rid)
         self.outstanding += 1
         self.reqs.replica[rid] = self.index
         self.reqs.status[rid] = QUEUED
-        self._levels(1.0 if self.idle_event is None else 0.0)
+        st = self.lv_state
+        K.level_set(self.lv_acc, st, self.lv_width, self.env.now, float(len(self.waiting)), st[2], st[3], st[4])
         self.poke()
 
     def can_take(self) -> bool:
@@ -123,8 +162,7 @@ class Replica:
         if not self.in_stretch or self.n + len(self.prefilling) >= self.max_seqs or self.free <= 0:
             return
         now = self.env.now
-        idx = int(np.searchsorted(self.cum[: self.k], now - self.t0, side="left"))
-        j = idx + 1
+        j = K.boundary_after(self.cum, self.k, now - self.t0)
         if j < self.k:
             self.k = j
             new = self.env.timeout(max(0.0, self.t0 + self.cum[j - 1] - now))
@@ -135,7 +173,10 @@ class Replica:
     # ------------------------------------------------------------------ the process
 
     def _levels(self, busy: float) -> None:
-        self.levels.set(
+        K.level_set(
+            self.lv_acc,
+            self.lv_state,
+            self.lv_width,
             self.env.now,
             float(len(self.waiting)),
             float(self.n + len(self.prefilling)),
@@ -146,12 +187,19 @@ class Replica:
     def _run(self):  # type: ignore[no-untyped-def]
         env = self.env
         while True:
-            self.dep.pull(self)
+            now = env.now
+            if self.arr_pos < len(self.arr_times):
+                self._take_arrivals(now)
+            if self.shared:
+                self.dep.pull(self)
             if not (self.waiting or self.prefilling or self.n):
                 self._levels(0.0)
-                self.idle_event = env.event()
-                yield self.idle_event
-                self.idle_event = None
+                if self.arr_pos < len(self.arr_times):
+                    yield env.timeout(self.arr_times[self.arr_pos] - now)
+                else:
+                    self.idle_event = env.event()
+                    yield self.idle_event
+                    self.idle_event = None
                 continue
             step = self._schedule()
             self._levels(1.0)
@@ -162,14 +210,20 @@ class Replica:
                 yield env.timeout(dur)
                 self._finish_step(chunks, n_dec, dur)
             else:
-                k = K.max_iterations(self.ctx, self.rem, self.n, self.free, self.B, STRETCH_CAP)
+                k = K.plan_stretch(self.p, self.ctx, self.rem, self.n, self.free, self.B, STRETCH_CAP, float(self.ctx_sum), self.cum)
                 if k <= 0:  # cannot happen after _schedule's preemption; keep the loop honest
                     raise RuntimeError("decode stretch with no room to grow")
-                t_end = K.decode_stretch_times(self.p, self.n, float(self.ctx_sum), k, self.cum)
+                if (
+                    self.arr_pos < len(self.arr_times)
+                    and self.n + len(self.prefilling) < self.max_seqs
+                    and self.free > 0
+                ):
+                    # A pre-routed arrival during the stretch ends it at the next boundary.
+                    k = min(k, K.boundary_after(self.cum, k, self.arr_times[self.arr_pos] - now))
                 self.in_stretch = True
-                self.t0 = env.now
+                self.t0 = now
                 self.k = k
-                self.timer = env.timeout(t_end)
+                self.timer = env.timeout(self.cum[k - 1])
                 yield self.timer
                 self.in_stretch = False
                 j = self.k
@@ -245,7 +299,7 @@ class Replica:
 
     def _admit_state(self, rid: int) -> _Prefill:
         gen = self.resume.get(rid, 0)
-        return _Prefill(rid, int(self.reqs.input_tokens[rid]) + gen, gen, 0)
+        return _Prefill(rid, self.inp[rid] + gen, gen, 0)
 
     def _admit(self, st: _Prefill) -> None:
         self.waiting.popleft()
@@ -253,7 +307,7 @@ class Replica:
         st.seq = self.admit_counter
         self.prefilling.append(st)
         rid = st.rid
-        if self.reqs.status[rid] == QUEUED and np.isnan(self.reqs.admitted_s[rid]):
+        if st.generated == 0 and st.rid not in self.resume:
             self.reqs.admitted_s[rid] = self.env.now
         self.reqs.status[rid] = RUNNING
 
@@ -272,7 +326,7 @@ class Replica:
             i = best_slot
             rid = self.slot_rid[i]
             self.free += -(-int(self.ctx[i]) // B)
-            gen = int(self.reqs.output_tokens[rid]) - int(self.rem[i])
+            gen = self.out[rid] - int(self.rem[i])
             self.last_token_s[rid] = now
             self._remove_slot(i)
         if gen:
@@ -320,7 +374,7 @@ class Replica:
                 last = self.last_token_s.pop(rid, None)
                 if last is not None and now >= self.itl_from:
                     self.itl_hist[K.hist_index(now - last)] += 1
-            left = int(reqs.output_tokens[rid]) - st.generated - 1
+            left = self.out[rid] - st.generated - 1
             if left <= 0:
                 self.free += -(-st.done // B)
                 self._finish(rid)
@@ -334,9 +388,9 @@ class Replica:
             self.ctx_sum += st.done
 
     def _commit_decodes(self, j: int) -> None:
-        if self.env.now >= self.itl_from:
-            K.hist_add_stretch(self.itl_hist, self.cum, j, float(self.n))
-        blocks, nd = K.advance(self.ctx, self.rem, self.n, j, self.B, self.done_buf)
+        blocks, nd = K.commit_stretch(
+            self.ctx, self.rem, self.n, j, self.B, self.done_buf, self.itl_hist, self.cum, self.env.now >= self.itl_from
+        )
         self.free -= blocks
         self.ctx_sum += self.n * j
         self._complete_slots(nd)
