@@ -12,6 +12,7 @@ from stacksim.metrics import RequestTable
 from stacksim.scenario import schema as S
 from stacksim.scenario.resolve import ResolvedScenario
 from stacksim.serving.deployment import DeploymentRuntime
+from stacksim.serving.reference import ReferenceReplica
 from stacksim.workload.arrivals import ARRIVALS, trace_rows
 from stacksim.workload.lengths import LENGTHS
 from stacksim.workload.traces import load_trace
@@ -26,7 +27,8 @@ DRAIN_LIMIT_FACTOR = 20.0  # a drain stops after this many horizons, whatever is
 class Simulation:
     """One run of one scenario with one seed."""
 
-    def __init__(self, rs: ResolvedScenario, seed: int | None = None):
+    def __init__(self, rs: ResolvedScenario, seed: int | None = None, reference: bool = False):
+        """``reference=True`` runs the plain-Python scheduler (the twin tests compare against)."""
         self.rs = rs
         sc = rs.scenario
         self.seed = sc.seed if seed is None else int(seed)
@@ -51,7 +53,8 @@ class Simulation:
         self.deployments: dict[str, DeploymentRuntime] = {}
         for di, (name, rd) in enumerate(rs.deployments.items()):
             self.deployments[name] = DeploymentRuntime(
-                self.env, di, rd, self.reqs, self.streams.get(f"routing/{name}"), self.width, max_time, self._on_done
+                self.env, di, rd, self.reqs, self.streams.get(f"routing/{name}"), self.width, max_time, self._on_done,
+                ReferenceReplica if reference else None,
             )
 
             for r in self.deployments[name].replicas:
@@ -102,8 +105,8 @@ class Simulation:
                 yield env.timeout(delay)
             submit(rid)
 
-    def _on_done(self, rid: int) -> None:
-        self.finished += 1
+    def _on_done(self, n: int) -> None:
+        self.finished += n
 
     # ------------------------------------------------------------------ run
 

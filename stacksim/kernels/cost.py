@@ -201,46 +201,6 @@ def hist_add_stretch(hist: np.ndarray, cum: np.ndarray, j: int, weight: float) -
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def level_set(acc: np.ndarray, state: np.ndarray, width: float, t: float, v0: float, v1: float, v2: float, v3: float) -> None:
-    """Time-weighted levels: integrate the current values from the last change to ``t`` into
-    bins of ``width`` (rows of ``acc``), then switch to the new values.
-
-    ``state`` = [t_last, cur0..cur3, peak0..peak3]; up to four levels share one clock (unused
-    ones stay 0). Times past the last bin are added to the last bin.
-    """
-    t0 = state[0]
-    if t > t0:
-        nb = acc.shape[0]
-        b = int(t0 / width)
-        while True:
-            edge = (b + 1) * width
-            seg = t if t < edge else edge
-            dt = seg - t0
-            row = b if b < nb else nb - 1
-            acc[row, 0] += state[1] * dt
-            acc[row, 1] += state[2] * dt
-            acc[row, 2] += state[3] * dt
-            acc[row, 3] += state[4] * dt
-            if seg >= t:
-                break
-            t0 = seg
-            b += 1
-        state[0] = t
-    state[1] = v0
-    state[2] = v1
-    state[3] = v2
-    state[4] = v3
-    if v0 > state[5]:
-        state[5] = v0
-    if v1 > state[6]:
-        state[6] = v1
-    if v2 > state[7]:
-        state[7] = v2
-    if v3 > state[8]:
-        state[8] = v3
-
-
-@njit(cache=True, fastmath=FASTMATH)
 def plan_stretch(
     p: np.ndarray, ctx: np.ndarray, rem: np.ndarray, n: int, free_blocks: int, block_size: int, cap: int,
     ctx_sum: float, cum: np.ndarray,
@@ -277,3 +237,45 @@ def boundary_after(cum: np.ndarray, k: int, dt: float) -> int:
         else:
             lo = mid + 1
     return lo + 1
+
+
+# Level state layout: [t_last, v0, v1, v2, v3, peak0, peak1, peak2, peak3, bin width]
+LEVEL_STATE = 10
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def level_set(acc: np.ndarray, state: np.ndarray, t: float, v0: float, v1: float, v2: float, v3: float) -> None:
+    """Time-weighted levels: integrate the current values from the last change to ``t`` into
+    bins (rows of ``acc``), then switch to the new values. Up to four levels share one clock;
+    time past the last bin piles into it."""
+    t0 = state[0]
+    if t > t0:
+        width = state[9]
+        nb = acc.shape[0]
+        b = int(t0 / width)
+        while True:
+            edge = (b + 1) * width
+            seg = t if t < edge else edge
+            dt = seg - t0
+            row = b if b < nb else nb - 1
+            acc[row, 0] += state[1] * dt
+            acc[row, 1] += state[2] * dt
+            acc[row, 2] += state[3] * dt
+            acc[row, 3] += state[4] * dt
+            if seg >= t:
+                break
+            t0 = seg
+            b += 1
+        state[0] = t
+    state[1] = v0
+    state[2] = v1
+    state[3] = v2
+    state[4] = v3
+    if v0 > state[5]:
+        state[5] = v0
+    if v1 > state[6]:
+        state[6] = v1
+    if v2 > state[7]:
+        state[7] = v2
+    if v3 > state[8]:
+        state[8] = v3

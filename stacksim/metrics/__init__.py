@@ -1,6 +1,6 @@
 """Metrics: per-request records (tallies) and time-weighted levels.
 
-Requests live in a column store of numpy arrays (one slot per request id) that becomes one
+Requests live in a column store of numpy arrays (one column per request id) that becomes one
 DataFrame at the end. Levels (queue length, batch size, KV occupancy, busy) integrate their value
 over time into fixed-width bins, so a plot over time costs one float per bin, not one per event.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stacksim.kernels.cost import level_set as _level_set
+from stacksim.kernels.cost import LEVEL_STATE, level_set
 
 # Request status codes (the `status` column).
 PENDING, QUEUED, RUNNING, COMPLETED, REJECTED, FAILED = 0, 1, 2, 3, 4, 5
@@ -23,35 +23,56 @@ STATUS_NAMES = {
 }
 
 
-class RequestTable:
-    """Columns of per-request records, indexed by request id; grows by doubling."""
+# Rows of the request table's float block RF and int block RI (the Numba scheduler writes them).
+RF_ARRIVAL, RF_ADMITTED, RF_FIRST, RF_FINISH, RF_LAST_TOKEN = range(5)
+RI_INPUT, RI_OUTPUT, RI_WORKLOAD, RI_DEPLOYMENT, RI_REPLICA, RI_PREEMPTIONS, RI_STATUS, RI_GEN_DONE = range(8)
+_F_ROWS = {"arrival_s": RF_ARRIVAL, "admitted_s": RF_ADMITTED, "first_token_s": RF_FIRST, "finish_s": RF_FINISH}
+_I_ROWS = {
+    "input_tokens": RI_INPUT,
+    "output_tokens": RI_OUTPUT,
+    "workload": RI_WORKLOAD,
+    "deployment": RI_DEPLOYMENT,
+    "replica": RI_REPLICA,
+    "preemptions": RI_PREEMPTIONS,
+    "status": RI_STATUS,
+}
 
-    FLOAT_COLS = ("arrival_s", "admitted_s", "first_token_s", "finish_s")
-    INT_COLS = ("input_tokens", "output_tokens", "workload", "deployment", "replica", "preemptions", "status")
+
+class RequestTable:
+    """Per-request records in two blocks, ``RF`` (float64 rows) and ``RI`` (int64 rows), one
+    column per request id; named columns (``arrival_s``, ``status``...) are row views.
+    Grows by doubling before a run starts."""
 
     def __init__(self, capacity: int = 1024):
         self.n = 0
         cap = max(16, capacity)
-        for c in self.FLOAT_COLS:
-            setattr(self, c, np.full(cap, np.nan))
-        for c in self.INT_COLS:
-            setattr(self, c, np.full(cap, -1 if c in ("deployment", "replica") else 0, dtype=np.int64))
+        self.RF = np.full((5, cap), np.nan)
+        self.RI = np.zeros((8, cap), dtype=np.int64)
+        self.RI[RI_DEPLOYMENT] = -1
+        self.RI[RI_REPLICA] = -1
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name in _F_ROWS:
+            return self.RF[_F_ROWS[name]]
+        if name in _I_ROWS:
+            return self.RI[_I_ROWS[name]]
+        raise AttributeError(name)
 
     @property
     def capacity(self) -> int:
-        return len(self.arrival_s)
+        return self.RF.shape[1]
 
     def _grow(self, need: int) -> None:
         cap = self.capacity
         while cap < need:
             cap *= 2
-        for c in self.FLOAT_COLS + self.INT_COLS:
-            old = getattr(self, c)
-            new = np.full(cap, np.nan) if old.dtype.kind == "f" else np.full(cap, 0, dtype=old.dtype)
-            if c in ("deployment", "replica"):
-                new[:] = -1
-            new[: len(old)] = old
-            setattr(self, c, new)
+        rf = np.full((5, cap), np.nan)
+        ri = np.zeros((8, cap), dtype=np.int64)
+        ri[RI_DEPLOYMENT] = -1
+        ri[RI_REPLICA] = -1
+        rf[:, : self.capacity] = self.RF
+        ri[:, : self.capacity] = self.RI
+        self.RF, self.RI = rf, ri
 
     def add_many(self, arrival_s: np.ndarray, input_tokens: np.ndarray, output_tokens: np.ndarray, workload: int) -> np.ndarray:
         """Append requests; returns their ids."""
@@ -59,24 +80,25 @@ class RequestTable:
         if self.n + k > self.capacity:
             self._grow(self.n + k)
         ids = np.arange(self.n, self.n + k)
-        self.arrival_s[ids] = arrival_s
-        self.input_tokens[ids] = input_tokens
-        self.output_tokens[ids] = output_tokens
-        self.workload[ids] = workload
-        self.status[ids] = PENDING
+        self.RF[RF_ARRIVAL, ids] = arrival_s
+        self.RI[RI_INPUT, ids] = input_tokens
+        self.RI[RI_OUTPUT, ids] = output_tokens
+        self.RI[RI_WORKLOAD, ids] = workload
+        self.RI[RI_STATUS, ids] = PENDING
         self.n += k
         return ids
 
     def trimmed(self) -> dict[str, np.ndarray]:
-        return {c: getattr(self, c)[: self.n] for c in self.FLOAT_COLS + self.INT_COLS}
+        out = {c: self.RF[r, : self.n] for c, r in _F_ROWS.items()}
+        out.update({c: self.RI[r, : self.n] for c, r in _I_ROWS.items()})
+        return out
 
 
 class Levels:
-    """Up to four time-weighted levels sharing one clock, integrated into bins of ``width_s``.
-
-    The arithmetic is the Numba kernel :func:`stacksim.kernels.cost.level_set` (called at every
-    state change, so it is hot); bins cover ``[0, max_time_s)`` and later time piles into the last.
-    """
+    """Up to four time-weighted levels sharing one clock, integrated into bins of ``width_s``
+    by the Numba kernel :func:`level_set` (the fast scheduler calls it from compiled code; the
+    reference scheduler through :meth:`set`). Bins cover ``[0, max_time_s)``; later time piles
+    into the last bin."""
 
     def __init__(self, names: tuple[str, ...], width_s: float, max_time_s: float):
         if not 1 <= len(names) <= 4:
@@ -84,15 +106,19 @@ class Levels:
         self.names = names
         self.width = float(width_s)
         self.acc = np.zeros((int(np.ceil(max_time_s / width_s)) + 1, 4))
-        self.state = np.zeros(9)
+        self.state = np.zeros(LEVEL_STATE)
+        self.state[9] = self.width
 
     def set(self, t: float, v0: float, v1: float = 0.0, v2: float = 0.0, v3: float = 0.0) -> None:
         """The levels change to the given values at time ``t`` (t never goes back)."""
-        _level_set(self.acc, self.state, self.width, t, v0, v1, v2, v3)
+        level_set(self.acc, self.state, t, float(v0), float(v1), float(v2), float(v3))
+
+    def value(self, i: int) -> float:
+        return float(self.state[1 + i])
 
     def close(self, t: float) -> None:
         s = self.state
-        _level_set(self.acc, s, self.width, t, s[1], s[2], s[3], s[4])
+        level_set(self.acc, s, t, s[1], s[2], s[3], s[4])
 
     @property
     def t_last(self) -> float:
@@ -106,15 +132,17 @@ class Levels:
 
     def series(self, name: str) -> np.ndarray:
         """Per-bin time-averaged value of ``name`` up to the last recorded time."""
-        i = self.names.index(name)
-        return self.acc[: self.n_bins(), i] / self.width
+        col = self.acc[:, self.names.index(name)] / self.width
+        out = np.zeros(self.n_bins())
+        m = min(len(out), len(col))
+        out[:m] = col[:m]
+        return out
 
     def mean(self, name: str, t_start: float, t_end: float) -> float:
         """Time-average over [t_start, t_end]; edges are resolved to the bin width."""
         if t_end <= t_start:
             return 0.0
-        i = self.names.index(name)
-        col = self.acc[:, i]
+        col = self.acc[:, self.names.index(name)]
         w = self.width
         b0, b1 = int(t_start // w), int(np.ceil(t_end / w))
         total = float(col[b0:b1].sum())

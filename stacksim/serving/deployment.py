@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -29,6 +29,7 @@ class DeploymentRuntime:
         level_width_s: float,
         max_time_s: float,
         on_done: Callable[[int], None],
+        replica_cls: type | None = None,
     ):
         self.env = env
         self.index = index
@@ -47,7 +48,8 @@ class DeploymentRuntime:
         self.rejected_too_long = 0
         self.inp: list[int] = []
         self.out: list[int] = []
-        self.replicas = [Replica(env, self, i, level_width_s, max_time_s) for i in range(rd.spec.replicas)]
+        cls = replica_cls or Replica
+        self.replicas = [cls(env, self, i, level_width_s, max_time_s) for i in range(rd.spec.replicas)]
 
     def bind_requests(self, rids: np.ndarray, times: np.ndarray) -> bool:
         """Take this deployment's requests (sorted by arrival). Returns True when they were all
@@ -81,7 +83,7 @@ class DeploymentRuntime:
             reqs.status[rid] = REJECTED
             reqs.finish_s[rid] = self.env.now
             self.rejected_too_long += 1
-            self._on_done(rid)
+            self._on_done(1)
             return
         if self.balancer.shared:
             reqs.status[rid] = QUEUED
@@ -93,14 +95,14 @@ class DeploymentRuntime:
             return
         self.replicas[self.balancer.pick(self.replicas)].enqueue(rid)
 
-    def pull(self, replica: Replica) -> None:
+    def pull(self, replica: Any) -> None:
         """Shared queue: move requests to ``replica`` while it has free sequence slots."""
         q = self.queue
         while q and replica.can_take():
-            rid = q.popleft()
-            replica.waiting.append(rid)
-            replica.outstanding += 1
-            self.reqs.replica[rid] = replica.index
+            replica.take(q.popleft())
 
     def on_done(self, rid: int) -> None:
-        self._on_done(rid)
+        self._on_done(1)
+
+    def on_done_count(self, n: int) -> None:
+        self._on_done(n)

@@ -1,37 +1,25 @@
-"""One engine replica: vLLM-style continuous batching on paged KV blocks.
+"""One engine replica: a SimPy process around the compiled scheduler in :mod:`.core`.
 
-One SimPy process per replica and one event per batch iteration, except that a stretch of pure
-decode iterations whose batch does not change (no arrival that could join, no completion, no KV
-block shortage) is one event: its iteration times are summed by a Numba kernel. An arrival in
-the middle of a stretch cuts it at the next iteration boundary, as a real engine would pick the
-request up at its next scheduling step.
-
-Scheduling follows vLLM (V1 with chunked prefill; V0 without):
-- decodes first, one token each; then partially prefilled requests; then new requests in FCFS
-  order, while the step's token budget, the sequence limit and free KV blocks allow;
-- without chunked prefill a step is either all prefill (whole prompts) or all decode;
-- when a decode needs a block and none is free, the most recently admitted request is preempted
-  and recomputed later (vLLM's default preemption mode), its blocks freed.
-
-Decoding sequences live in slot arrays (`ctx`: tokens with KV stored, `rem`: tokens still to
-generate) that the kernels update in place.
+vLLM-style continuous batching on paged KV blocks (the rules are spelled out in
+:mod:`stacksim.serving.reference`, the plain-Python twin). One SimPy process per replica and one
+event per batch iteration, except that a stretch of pure-decode iterations whose batch does not
+change is one event. An arrival in the middle of a stretch cuts it at the next iteration
+boundary, as a real engine picks a request up at its next scheduling step.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
 
 from stacksim.kernels import cost as K
-from stacksim.metrics import COMPLETED, QUEUED, RUNNING, Levels
+from stacksim.metrics import QUEUED, Levels
+from stacksim.serving import core as C
 
 if TYPE_CHECKING:
     from stacksim.serving.deployment import DeploymentRuntime
-
-STRETCH_CAP = 4096  # longest decode stretch computed at once (a stretch ends there and re-plans)
 
 
 def retarget(proc: simpy.Process, old: simpy.Event, new: simpy.Event) -> None:
@@ -46,17 +34,6 @@ def retarget(proc: simpy.Process, old: simpy.Event, new: simpy.Event) -> None:
     proc._target = new
 
 
-class _Prefill:
-    __slots__ = ("rid", "done", "target", "generated", "seq")
-
-    def __init__(self, rid: int, target: int, generated: int, seq: int):
-        self.rid = rid
-        self.done = 0
-        self.target = target
-        self.generated = generated
-        self.seq = seq
-
-
 class Replica:
     def __init__(self, env: simpy.Environment, dep: DeploymentRuntime, index: int, level_width_s: float, max_time_s: float):
         self.env = env
@@ -65,92 +42,100 @@ class Replica:
         self.reqs = dep.reqs
         eng = dep.engine
         self.p = dep.params
-        self.B = eng.block_size
-        self.total_blocks = dep.plan.num_blocks
-        self.free = self.total_blocks
         self.max_seqs = eng.max_num_seqs
-        self.max_tokens = eng.max_num_batched_tokens
-        self.chunked = eng.enable_chunked_prefill
-        cap = self.max_seqs
-        self.ctx = np.zeros(cap, dtype=np.int64)
-        self.rem = np.zeros(cap, dtype=np.int64)
-        self.seq = np.zeros(cap, dtype=np.int64)  # admission order, for preemption
-        self.slot_rid = [0] * cap
-        self.n = 0
-        self.ctx_sum = 0
-        self.done_buf = np.zeros(cap, dtype=np.int64)
-        self.cum = np.zeros(STRETCH_CAP)
-        self.waiting: deque[int] = deque()
-        self.resume: dict[int, int] = {}  # preempted rid -> tokens already generated
-        self.last_token_s: dict[int, float] = {}
-        self.prefilling: list[_Prefill] = []
+        self.total_blocks = dep.plan.num_blocks
+        self.itl_hist = dep.itl_hist
+        self.levels = Levels(("waiting", "running", "kv_used", "busy"), level_width_s, max_time_s)
+        self.shared = dep.balancer.shared
         self.outstanding = 0
-        self.admit_counter = 0
-        self.preemptions = 0
-        self.iterations = 0
-        self.busy_s = 0.0
-        self.in_stretch = False
-        self.t0 = 0.0
-        self.k = 0
+        self._alloc(0)
+        self.W = np.zeros(self.max_seqs + 64, dtype=np.int64)
         self.timer: simpy.Event | None = None
         self.idle_event: simpy.Event | None = None
-        self.itl_hist = dep.itl_hist
-        self.itl_from = 0.0  # inter-token gaps are tallied from the end of the warm-up
-        self.levels = Levels(("waiting", "running", "kv_used", "busy"), level_width_s, max_time_s)
-        self.lv_acc, self.lv_state, self.lv_width = self.levels.acc, self.levels.state, self.levels.width
-        self.arr_rids: list[int] = []
-        self.arr_times: list[float] = []
-        self.arr_pos = 0
-        self.shared = dep.balancer.shared
-        self.inp = dep.inp  # plain lists: scalar reads are several times cheaper than numpy's
-        self.out = dep.out
         self.proc = env.process(self._run())
+
+    def _alloc(self, n_arrivals: int) -> None:
+        eng = self.dep.engine
+        off, size_i, size_f = C.layout(self.max_seqs, n_arrivals)
+        self.off = off
+        I = np.zeros(size_i, dtype=np.int64)
+        F = np.zeros(size_f)
+        I[C.FREE] = self.total_blocks
+        I[C.TOTAL] = self.total_blocks
+        I[C.BS] = eng.block_size
+        I[C.MAX_SEQS] = self.max_seqs
+        I[C.MAX_TOKENS] = eng.max_num_batched_tokens
+        I[C.CHUNKED] = int(eng.enable_chunked_prefill)
+        I[C.INDEX] = self.index
+        I[C.ARR_N] = n_arrivals
+        F[C.LV : C.LV + K.LEVEL_STATE] = self.levels.state
+        self.I, self.F = I, F
+        # The level state lives in F (compiled code updates it); Levels reads it through a view.
+        self.levels.state = F[C.LV : C.LV + K.LEVEL_STATE]
+
+    @property
+    def itl_from(self) -> float:
+        return float(self.F[C.ITL_FROM])
+
+    @itl_from.setter
+    def itl_from(self, value: float) -> None:
+        self.F[C.ITL_FROM] = value
+
+    @property
+    def preemptions(self) -> int:
+        return int(self.I[C.PREEMPTS])
+
+    @property
+    def iterations(self) -> int:
+        return int(self.I[C.ITERS])
+
+    @property
+    def busy_s(self) -> float:
+        return float(self.F[C.BUSY_S])
 
     # ------------------------------------------------------------------ arrivals
 
     def preroute(self, rids: list[int], times: list[float]) -> None:
-        """Hand this replica its future arrivals (state-independent balancers route up front).
+        """Hand this replica its future arrivals (state-independent balancers route up front)."""
+        itl_from = self.itl_from
+        self._alloc(len(rids))
+        self.itl_from = itl_from
+        o = self.off
+        self.I[o["arr"] : o["arr"] + len(rids)] = rids
+        self.F[o["arr_t"] : o["arr_t"] + len(times)] = times
+        self.W = np.zeros(len(rids) + self.max_seqs + 1, dtype=np.int64)
 
-        The replica then needs no arrival events: it takes arrivals in at its iteration
-        boundaries and ends a decode stretch at the first boundary after the next arrival.
-        """
-        self.arr_rids = rids
-        self.arr_times = times
-        self.arr_pos = 0
-        self.outstanding = 0
-
-    def _take_arrivals(self, now: float) -> None:
-        pos = self.arr_pos
-        times = self.arr_times
-        end = len(times)
-        if pos >= end or times[pos] > now:
-            return
-        rids = self.arr_rids
-        reqs = self.reqs
-        lv, st, w = self.lv_acc, self.lv_state, self.lv_width
-        busy = st[4]
-        while pos < end and times[pos] <= now:
-            rid = rids[pos]
-            self.waiting.append(rid)
-            reqs.replica[rid] = self.index
-            reqs.status[rid] = QUEUED
-            K.level_set(lv, st, w, times[pos], float(len(self.waiting)), st[2], st[3], busy)
-            pos += 1
-        self.arr_pos = pos
+    def _push(self, rid: int) -> None:
+        I = self.I
+        if I[C.WQ_LEN] + self.max_seqs + 1 >= len(self.W):  # room for preempted requests too
+            n = int(I[C.WQ_LEN])
+            h = int(I[C.WQ_HEAD])
+            old = self.W
+            new = np.zeros(2 * len(old), dtype=np.int64)
+            new[:n] = np.roll(old, -h)[:n]
+            self.W = new
+            I[C.WQ_HEAD] = 0
+        C.wq_push(I, self.W, rid)
 
     def enqueue(self, rid: int) -> None:
         """A request routed here now (state-dependent balancers)."""
-        self.waiting.append(rid)
+        self._push(rid)
         self.outstanding += 1
         self.reqs.replica[rid] = self.index
         self.reqs.status[rid] = QUEUED
-        st = self.lv_state
-        K.level_set(self.lv_acc, st, self.lv_width, self.env.now, float(len(self.waiting)), st[2], st[3], st[4])
+        C.enqueue_level(self.env.now, self.I, self.F, self.levels.acc)
         self.poke()
 
     def can_take(self) -> bool:
         """Room for one more sequence (used by the shared-queue balancer)."""
-        return self.n + len(self.prefilling) + len(self.waiting) < self.max_seqs
+        I = self.I
+        return bool(I[C.N] + I[C.NPF] + I[C.WQ_LEN] < self.max_seqs)
+
+    def take(self, rid: int) -> None:
+        """Shared queue: the deployment hands this replica the next request."""
+        self._push(rid)
+        self.outstanding += 1
+        self.reqs.replica[rid] = self.index
 
     def poke(self) -> None:
         """New work may be schedulable: wake the replica or cut its decode stretch short."""
@@ -159,255 +144,42 @@ class Replica:
             if not ev.triggered:
                 ev.succeed()
             return
-        if not self.in_stretch or self.n + len(self.prefilling) >= self.max_seqs or self.free <= 0:
-            return
-        now = self.env.now
-        j = K.boundary_after(self.cum, self.k, now - self.t0)
-        if j < self.k:
-            self.k = j
-            new = self.env.timeout(max(0.0, self.t0 + self.cum[j - 1] - now))
+        d = C.truncate(self.env.now, self.I, self.F)
+        if d >= 0.0:
+            new = self.env.timeout(d)
             assert self.timer is not None
             retarget(self.proc, self.timer, new)
             self.timer = new
 
     # ------------------------------------------------------------------ the process
 
-    def _levels(self, busy: float) -> None:
-        K.level_set(
-            self.lv_acc,
-            self.lv_state,
-            self.lv_width,
-            self.env.now,
-            float(len(self.waiting)),
-            float(self.n + len(self.prefilling)),
-            (self.total_blocks - self.free) / self.total_blocks,
-            busy,
-        )
-
     def _run(self):  # type: ignore[no-untyped-def]
         env = self.env
+        I, F = self.I, self.F
+        reqs = self.reqs
+        hist = self.itl_hist
+        lacc = self.levels.acc
+        p = self.p
+        shared = self.shared
+        on_done = self.dep.on_done_count
         while True:
             now = env.now
-            if self.arr_pos < len(self.arr_times):
-                self._take_arrivals(now)
-            if self.shared:
+            if I is not self.I:  # re-allocated by preroute before the run started
+                I, F = self.I, self.F
+            C.finish(now, I, F, self.W, lacc, hist, reqs.RF, reqs.RI)
+            nd = int(I[C.DONE_N])
+            if nd:
+                self.outstanding -= nd
+                on_done(nd)
+            if shared:
                 self.dep.pull(self)
-            if not (self.waiting or self.prefilling or self.n):
-                self._levels(0.0)
-                if self.arr_pos < len(self.arr_times):
-                    yield env.timeout(self.arr_times[self.arr_pos] - now)
-                else:
-                    self.idle_event = env.event()
-                    yield self.idle_event
-                    self.idle_event = None
-                continue
-            step = self._schedule()
-            self._levels(1.0)
-            if step is not None:
-                chunks, n_dec, dur = step
-                self.iterations += 1
-                self.busy_s += dur
-                yield env.timeout(dur)
-                self._finish_step(chunks, n_dec, dur)
-            else:
-                k = K.plan_stretch(self.p, self.ctx, self.rem, self.n, self.free, self.B, STRETCH_CAP, float(self.ctx_sum), self.cum)
-                if k <= 0:  # cannot happen after _schedule's preemption; keep the loop honest
-                    raise RuntimeError("decode stretch with no room to grow")
-                if (
-                    self.arr_pos < len(self.arr_times)
-                    and self.n + len(self.prefilling) < self.max_seqs
-                    and self.free > 0
-                ):
-                    # A pre-routed arrival during the stretch ends it at the next boundary.
-                    k = min(k, K.boundary_after(self.cum, k, self.arr_times[self.arr_pos] - now))
-                self.in_stretch = True
-                self.t0 = now
-                self.k = k
-                self.timer = env.timeout(self.cum[k - 1])
+            dt = C.plan(now, I, F, self.W, lacc, reqs.RF, reqs.RI, p)
+            if dt >= 0.0:
+                self.timer = env.timeout(dt)
                 yield self.timer
-                self.in_stretch = False
-                j = self.k
-                self.iterations += j
-                self.busy_s += float(self.cum[j - 1])
-                self._commit_decodes(j)
-
-    # ------------------------------------------------------------------ scheduling
-
-    def _schedule(self) -> tuple[list[tuple[_Prefill, int]], int, float] | None:
-        """Plan the next step; ``None`` means a pure-decode stretch."""
-        B = self.B
-        reserve = 0
-        if self.n:
-            reserve = K.new_blocks_after(self.ctx, self.n, 1, B)
-            while reserve > self.free and (self.n or self.prefilling):
-                self._preempt_one()
-                reserve = K.new_blocks_after(self.ctx, self.n, 1, B) if self.n else 0
-        avail = self.free - reserve
-        chunks: list[tuple[_Prefill, int]] = []
-        if self.chunked:
-            budget = self.max_tokens - self.n
-            for st in self.prefilling:
-                if budget <= 0:
-                    break
-                c = min(st.target - st.done, budget)
-                nb = -(-(st.done + c) // B) - (-(-st.done // B))
-                if nb > avail:
-                    c = (-(-st.done // B) + avail) * B - st.done  # what fits in the free blocks
-                    if c <= 0:
-                        break
-                    nb = avail
-                chunks.append((st, c))
-                budget -= c
-                avail -= nb
-            while self.waiting and budget > 0 and self.n + len(self.prefilling) < self.max_seqs and avail > 0:
-                rid = self.waiting[0]
-                st = self._admit_state(rid)
-                c = min(st.target, budget, avail * B)
-                self._admit(st)
-                chunks.append((st, c))
-                budget -= c
-                avail -= -(-c // B)
-        else:
-            if not self.prefilling:
-                budget = self.max_tokens
-                while self.waiting and self.n + len(self.prefilling) < self.max_seqs:
-                    st = self._admit_state(self.waiting[0])
-                    nb = -(-st.target // B)
-                    if st.target > budget or nb > avail:
-                        break
-                    self._admit(st)
-                    chunks.append((st, st.target))
-                    budget -= st.target
-                    avail -= nb
-        if not chunks:
-            if self.n:
-                return None
-            raise RuntimeError("replica has queued work but cannot schedule any of it")
-        n_dec = self.n if self.chunked else 0
-        n_pf = 0
-        pairs = 0.0
-        ctx_read = 0.0
-        n_logits = n_dec
-        for st, c in chunks:
-            n_pf += c
-            pairs += c * (st.done + (c + 1) / 2.0)
-            ctx_read += st.done
-            if st.done + c >= st.target:
-                n_logits += 1
-        dur = K.step_time(self.p, float(n_pf), pairs, ctx_read, float(n_dec), float(self.ctx_sum) if n_dec else 0.0, float(n_logits))
-        return chunks, n_dec, dur
-
-    def _admit_state(self, rid: int) -> _Prefill:
-        gen = self.resume.get(rid, 0)
-        return _Prefill(rid, self.inp[rid] + gen, gen, 0)
-
-    def _admit(self, st: _Prefill) -> None:
-        self.waiting.popleft()
-        self.admit_counter += 1
-        st.seq = self.admit_counter
-        self.prefilling.append(st)
-        rid = st.rid
-        if st.generated == 0 and st.rid not in self.resume:
-            self.reqs.admitted_s[rid] = self.env.now
-        self.reqs.status[rid] = RUNNING
-
-    def _preempt_one(self) -> None:
-        """Preempt the most recently admitted running request (recompute mode)."""
-        B = self.B
-        best_pf = max(self.prefilling, key=lambda s: s.seq) if self.prefilling else None
-        best_slot = int(np.argmax(self.seq[: self.n])) if self.n else -1
-        now = self.env.now
-        if best_pf is not None and (best_slot < 0 or best_pf.seq > self.seq[best_slot]):
-            self.prefilling.remove(best_pf)
-            self.free += -(-best_pf.done // B)
-            rid = best_pf.rid
-            gen = best_pf.generated
-        else:
-            i = best_slot
-            rid = self.slot_rid[i]
-            self.free += -(-int(self.ctx[i]) // B)
-            gen = self.out[rid] - int(self.rem[i])
-            self.last_token_s[rid] = now
-            self._remove_slot(i)
-        if gen:
-            self.resume[rid] = gen
-        self.reqs.preemptions[rid] += 1
-        self.reqs.status[rid] = QUEUED
-        self.waiting.appendleft(rid)
-        self.preemptions += 1
-
-    def _remove_slot(self, i: int) -> None:
-        last = self.n - 1
-        self.ctx_sum -= int(self.ctx[i])
-        if i != last:
-            self.ctx[i] = self.ctx[last]
-            self.rem[i] = self.rem[last]
-            self.seq[i] = self.seq[last]
-            self.slot_rid[i] = self.slot_rid[last]
-        self.n = last
-
-    # ------------------------------------------------------------------ step ends
-
-    def _finish_step(self, chunks: list[tuple[_Prefill, int]], n_dec: int, dur: float) -> None:
-        B = self.B
-        now = self.env.now
-        if n_dec:
-            if now >= self.itl_from:
-                self.itl_hist[K.hist_index(dur)] += n_dec
-            blocks, nd = K.advance(self.ctx, self.rem, self.n, 1, B, self.done_buf)
-            self.free -= blocks
-            self.ctx_sum += self.n
-            self._complete_slots(nd)
-        for st, c in chunks:
-            before = -(-st.done // B)
-            st.done += c
-            self.free -= -(-st.done // B) - before
-            if st.done < st.target:
-                continue
-            self.prefilling.remove(st)
-            rid = st.rid
-            reqs = self.reqs
-            if st.generated == 0:
-                reqs.first_token_s[rid] = now
+            elif dt > -1.5:
+                self.idle_event = env.event()
+                yield self.idle_event
+                self.idle_event = None
             else:
-                self.resume.pop(rid, None)
-                last = self.last_token_s.pop(rid, None)
-                if last is not None and now >= self.itl_from:
-                    self.itl_hist[K.hist_index(now - last)] += 1
-            left = self.out[rid] - st.generated - 1
-            if left <= 0:
-                self.free += -(-st.done // B)
-                self._finish(rid)
-                continue
-            i = self.n
-            self.ctx[i] = st.done
-            self.rem[i] = left
-            self.seq[i] = st.seq
-            self.slot_rid[i] = rid
-            self.n += 1
-            self.ctx_sum += st.done
-
-    def _commit_decodes(self, j: int) -> None:
-        blocks, nd = K.commit_stretch(
-            self.ctx, self.rem, self.n, j, self.B, self.done_buf, self.itl_hist, self.cum, self.env.now >= self.itl_from
-        )
-        self.free -= blocks
-        self.ctx_sum += self.n * j
-        self._complete_slots(nd)
-
-    def _complete_slots(self, nd: int) -> None:
-        if not nd:
-            return
-        B = self.B
-        # Remove from the highest slot down so swap-with-last never moves a finished slot.
-        for i in sorted(self.done_buf[:nd].tolist(), reverse=True):
-            rid = self.slot_rid[i]
-            self.free += -(-int(self.ctx[i]) // B)
-            self._remove_slot(i)
-            self._finish(rid)
-
-    def _finish(self, rid: int) -> None:
-        self.reqs.status[rid] = COMPLETED
-        self.reqs.finish_s[rid] = self.env.now
-        self.outstanding -= 1
-        self.dep.on_done(rid)
+                raise RuntimeError(f"replica scheduler reached an impossible state (code {dt})")

@@ -1,0 +1,465 @@
+"""The replica scheduler compiled with Numba: one call per SimPy event.
+
+This is the fast twin of :class:`stacksim.serving.reference.ReferenceReplica` (plain Python,
+the readable specification). Both make the same decisions with the same arithmetic, so a test
+checks that they produce identical per-request results on random scenarios.
+
+A replica's state lives in two flat arrays so a call dispatches cheaply:
+``I`` (int64: counters, decode slots, prefill list, pre-routed arrival ids) and ``F`` (float64:
+clock values, level state, pre-routed arrival times, the stretch's cumulative step times).
+The waiting queue ``W`` is a separate ring buffer because it may have to grow.
+Per-request columns are the rows of ``RF`` (float) and ``RI`` (int) in
+:class:`stacksim.metrics.RequestTable`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from stacksim.kernels import FASTMATH
+from stacksim.kernels import cost as K
+from stacksim.metrics import (
+    COMPLETED,
+    QUEUED,
+    RF_ADMITTED,
+    RF_FINISH,
+    RF_FIRST,
+    RF_LAST_TOKEN,
+    RI_GEN_DONE,
+    RI_INPUT,
+    RI_OUTPUT,
+    RI_PREEMPTIONS,
+    RI_REPLICA,
+    RI_STATUS,
+    RUNNING,
+)
+from stacksim.kernels.cost import level_set
+
+STRETCH_CAP = 4096  # longest decode stretch computed at once (it then ends and re-plans)
+
+# ---- I: scalar slots
+N = 0  # decoding sequences
+FREE = 1  # free KV blocks
+TOTAL = 2
+BS = 3  # block size
+MAX_SEQS = 4
+MAX_TOKENS = 5
+CHUNKED = 6
+NPF = 7  # sequences in prefill
+WQ_HEAD = 8
+WQ_LEN = 9
+ADMITS = 10
+PREEMPTS = 11
+ITERS = 12
+ARR_POS = 13
+ARR_N = 14
+MODE = 15  # what the pending timer ends: 0 nothing, 1 a step, 2 a stretch
+KSTRETCH = 16
+DONE_N = 17  # completions in the last call
+INDEX = 18
+NDEC = 19  # decodes in the pending step
+CTX_SUM = 20
+IO = 24  # first array offset
+MODE_NONE, MODE_STEP, MODE_STRETCH = 0, 1, 2
+
+# ---- F: scalar slots
+T0 = 0  # stretch start
+STEP_DUR = 1
+BUSY_S = 2
+ITL_FROM = 3
+LV = 4  # level state: K.LEVEL_STATE values (see kernels.cost.level_set)
+FO = 16  # first array offset
+
+PF_FIELDS = 6  # rid, done, target, generated, seq, chunk
+
+
+def layout(max_seqs: int, n_arrivals: int) -> tuple[dict[str, int], int, int]:
+    """Offsets of the arrays inside I and F, and their sizes."""
+    off: dict[str, int] = {}
+    o = IO
+    for name in ("ctx", "rem", "seq", "rid", "done"):
+        off[name] = o
+        o += max_seqs
+    off["pf"] = o
+    o += PF_FIELDS * max_seqs
+    off["arr"] = o
+    o += n_arrivals
+    size_i = o
+    f = FO
+    off["cum"] = f
+    f += STRETCH_CAP
+    off["arr_t"] = f
+    f += n_arrivals
+    return off, size_i, f
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _levels(I, F, lacc, now, busy):  # type: ignore[no-untyped-def]
+    level_set(lacc, F[LV : LV + K.LEVEL_STATE], now, float(I[WQ_LEN]), float(I[N] + I[NPF]),
+              (I[TOTAL] - I[FREE]) / I[TOTAL], busy)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _remove_slot(I, i):  # type: ignore[no-untyped-def]
+    o_ctx, o_rem, o_seq, o_rid = IO, IO + I[MAX_SEQS], IO + 2 * I[MAX_SEQS], IO + 3 * I[MAX_SEQS]
+    last = I[N] - 1
+    I[CTX_SUM] -= I[o_ctx + i]
+    if i != last:
+        I[o_ctx + i] = I[o_ctx + last]
+        I[o_rem + i] = I[o_rem + last]
+        I[o_seq + i] = I[o_seq + last]
+        I[o_rid + i] = I[o_rid + last]
+    I[N] = last
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _finish(I, RF, RI, rid, now):  # type: ignore[no-untyped-def]
+    RI[RI_STATUS, rid] = COMPLETED
+    RF[RF_FINISH, rid] = now
+    I[DONE_N] += 1
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _complete_slots(I, RF, RI, nd, now):  # type: ignore[no-untyped-def]
+    ms = I[MAX_SEQS]
+    o_ctx, o_rid, o_done = IO, IO + 3 * ms, IO + 4 * ms
+    B = I[BS]
+    # Remove from the highest slot down so swap-with-last never moves a finished slot.
+    done = np.sort(I[o_done : o_done + nd])[::-1]
+    for k in range(nd):
+        i = done[k]
+        rid = I[o_rid + i]
+        I[FREE] += _cdiv(I[o_ctx + i], B)
+        _remove_slot(I, i)
+        _finish(I, RF, RI, rid, now)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _pf_remove(I, j):  # type: ignore[no-untyped-def]
+    o = IO + 5 * I[MAX_SEQS]
+    n = I[NPF]
+    for m in range(j, n - 1):
+        for f in range(PF_FIELDS):
+            I[o + m * PF_FIELDS + f] = I[o + (m + 1) * PF_FIELDS + f]
+    I[NPF] = n - 1
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _wq_push_front(I, W, rid):  # type: ignore[no-untyped-def]
+    cap = W.shape[0]
+    h = (I[WQ_HEAD] - 1) % cap
+    W[h] = rid
+    I[WQ_HEAD] = h
+    I[WQ_LEN] += 1
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _wq_pop(I, W):  # type: ignore[no-untyped-def]
+    rid = W[I[WQ_HEAD]]
+    I[WQ_HEAD] = (I[WQ_HEAD] + 1) % W.shape[0]
+    I[WQ_LEN] -= 1
+    return rid
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def wq_push(I, W, rid):  # type: ignore[no-untyped-def]
+    W[(I[WQ_HEAD] + I[WQ_LEN]) % W.shape[0]] = rid
+    I[WQ_LEN] += 1
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _preempt_one(I, W, RF, RI, now):  # type: ignore[no-untyped-def]
+    """Preempt the most recently admitted running request (vLLM's recompute mode)."""
+    ms = I[MAX_SEQS]
+    o_ctx, o_rem, o_seq, o_rid = IO, IO + ms, IO + 2 * ms, IO + 3 * ms
+    o_pf = IO + 5 * ms
+    B = I[BS]
+    best_pf = -1
+    best_pf_seq = -1
+    for j in range(I[NPF]):
+        s = I[o_pf + j * PF_FIELDS + 4]
+        if s > best_pf_seq:
+            best_pf, best_pf_seq = j, s
+    best_slot = -1
+    best_seq = -1
+    for i in range(I[N]):
+        if I[o_seq + i] > best_seq:
+            best_slot, best_seq = i, I[o_seq + i]
+    if best_pf >= 0 and (best_slot < 0 or best_pf_seq > best_seq):
+        b = o_pf + best_pf * PF_FIELDS
+        rid = I[b]
+        I[FREE] += _cdiv(I[b + 1], B)
+        gen = I[b + 3]
+        _pf_remove(I, best_pf)
+    else:
+        i = best_slot
+        rid = I[o_rid + i]
+        I[FREE] += _cdiv(I[o_ctx + i], B)
+        gen = RI[RI_OUTPUT, rid] - I[o_rem + i]
+        RF[RF_LAST_TOKEN, rid] = now
+        _remove_slot(I, i)
+    RI[RI_GEN_DONE, rid] = gen
+    RI[RI_PREEMPTIONS, rid] += 1
+    RI[RI_STATUS, rid] = QUEUED
+    _wq_push_front(I, W, rid)
+    I[PREEMPTS] += 1
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _admit(I, W, RF, RI, now):  # type: ignore[no-untyped-def]
+    """Move the head of the queue into the prefill list; returns its index there."""
+    rid = _wq_pop(I, W)
+    gen = RI[RI_GEN_DONE, rid]
+    I[ADMITS] += 1
+    j = I[NPF]
+    b = IO + 5 * I[MAX_SEQS] + j * PF_FIELDS
+    I[b] = rid
+    I[b + 1] = 0
+    I[b + 2] = RI[RI_INPUT, rid] + gen
+    I[b + 3] = gen
+    I[b + 4] = I[ADMITS]
+    I[b + 5] = 0
+    I[NPF] = j + 1
+    if np.isnan(RF[RF_ADMITTED, rid]):
+        RF[RF_ADMITTED, rid] = now
+    RI[RI_STATUS, rid] = RUNNING
+    return j
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
+    """Plan the next step. Returns its duration, or -1.0 for a pure-decode stretch."""
+    ms = I[MAX_SEQS]
+    B = I[BS]
+    o_ctx = IO
+    o_pf = IO + 5 * ms
+    if I[WQ_LEN] == 0 and I[NPF] == 0 and I[FREE] >= I[N]:
+        return -1.0
+    reserve = 0
+    if I[N] > 0:
+        reserve = K.new_blocks_after(I[o_ctx : o_ctx + ms], I[N], 1, B)
+        while reserve > I[FREE] and (I[N] > 0 or I[NPF] > 0):
+            _preempt_one(I, W, RF, RI, now)
+            reserve = K.new_blocks_after(I[o_ctx : o_ctx + ms], I[N], 1, B) if I[N] > 0 else 0
+    avail = I[FREE] - reserve
+    nchunks = 0
+    for j in range(I[NPF]):
+        I[o_pf + j * PF_FIELDS + 5] = 0
+    if I[CHUNKED]:
+        budget = I[MAX_TOKENS] - I[N]
+        for j in range(I[NPF]):
+            if budget <= 0:
+                break
+            b = o_pf + j * PF_FIELDS
+            done, target = I[b + 1], I[b + 2]
+            c = min(target - done, budget)
+            nb = _cdiv(done + c, B) - _cdiv(done, B)
+            if nb > avail:
+                c = (_cdiv(done, B) + avail) * B - done
+                if c <= 0:
+                    break
+                nb = avail
+            I[b + 5] = c
+            nchunks += 1
+            budget -= c
+            avail -= nb
+        while I[WQ_LEN] > 0 and budget > 0 and I[N] + I[NPF] < ms and avail > 0:
+            rid = W[I[WQ_HEAD]]
+            target = RI[RI_INPUT, rid] + RI[RI_GEN_DONE, rid]
+            c = min(target, budget, avail * B)
+            j = _admit(I, W, RF, RI, now)
+            I[o_pf + j * PF_FIELDS + 5] = c
+            nchunks += 1
+            budget -= c
+            avail -= _cdiv(c, B)
+    elif I[NPF] == 0:
+        budget = I[MAX_TOKENS]
+        while I[WQ_LEN] > 0 and I[N] + I[NPF] < ms:
+            rid = W[I[WQ_HEAD]]
+            target = RI[RI_INPUT, rid] + RI[RI_GEN_DONE, rid]
+            nb = _cdiv(target, B)
+            if target > budget or nb > avail:
+                break
+            j = _admit(I, W, RF, RI, now)
+            I[o_pf + j * PF_FIELDS + 5] = target
+            nchunks += 1
+            budget -= target
+            avail -= nb
+    if nchunks == 0:
+        if I[N] > 0:
+            return -1.0
+        return -2.0  # queued work that cannot be scheduled: a bug; the caller raises
+    n_dec = I[N] if I[CHUNKED] else 0
+    n_pf = 0
+    pairs = 0.0
+    ctx_read = 0.0
+    n_logits = n_dec
+    for j in range(I[NPF]):
+        b = o_pf + j * PF_FIELDS
+        c = I[b + 5]
+        if c == 0:
+            continue
+        done = I[b + 1]
+        n_pf += c
+        pairs += c * (done + (c + 1) / 2.0)
+        ctx_read += done
+        if done + c >= I[b + 2]:
+            n_logits += 1
+    I[NDEC] = n_dec
+    return K.step_time(p, float(n_pf), pairs, ctx_read, float(n_dec), float(I[CTX_SUM]) if n_dec else 0.0, float(n_logits))
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _finish_step(I, F, RF, RI, hist, now):  # type: ignore[no-untyped-def]
+    ms = I[MAX_SEQS]
+    B = I[BS]
+    o_ctx, o_rem, o_seq, o_rid, o_done = IO, IO + ms, IO + 2 * ms, IO + 3 * ms, IO + 4 * ms
+    o_pf = IO + 5 * ms
+    n_dec = I[NDEC]
+    if n_dec > 0:
+        if now >= F[ITL_FROM]:
+            hist[K.hist_index(F[STEP_DUR])] += n_dec
+        blocks, nd = K.advance(I[o_ctx : o_ctx + ms], I[o_rem : o_rem + ms], I[N], 1, B, I[o_done : o_done + ms])
+        I[FREE] -= blocks
+        I[CTX_SUM] += I[N]
+        _complete_slots(I, RF, RI, nd, now)
+    j = 0
+    while j < I[NPF]:
+        b = o_pf + j * PF_FIELDS
+        c = I[b + 5]
+        if c == 0:
+            j += 1
+            continue
+        I[b + 5] = 0
+        before = _cdiv(I[b + 1], B)
+        I[b + 1] += c
+        done = I[b + 1]
+        I[FREE] -= _cdiv(done, B) - before
+        if done < I[b + 2]:
+            j += 1
+            continue
+        rid, gen, seq = I[b], I[b + 3], I[b + 4]
+        _pf_remove(I, j)  # the next entry moves into index j
+        if gen == 0:
+            RF[RF_FIRST, rid] = now
+        else:
+            RI[RI_GEN_DONE, rid] = 0
+            last = RF[RF_LAST_TOKEN, rid]
+            if not np.isnan(last):
+                RF[RF_LAST_TOKEN, rid] = np.nan
+                if now >= F[ITL_FROM]:
+                    hist[K.hist_index(now - last)] += 1
+        left = RI[RI_OUTPUT, rid] - gen - 1
+        if left <= 0:
+            I[FREE] += _cdiv(done, B)
+            _finish(I, RF, RI, rid, now)
+            continue
+        i = I[N]
+        I[o_ctx + i] = done
+        I[o_rem + i] = left
+        I[o_seq + i] = seq
+        I[o_rid + i] = rid
+        I[N] = i + 1
+        I[CTX_SUM] += done
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _commit_stretch(I, F, RF, RI, hist, now, j):  # type: ignore[no-untyped-def]
+    ms = I[MAX_SEQS]
+    o_ctx, o_rem, o_done = IO, IO + ms, IO + 4 * ms
+    o_cum = FO
+    blocks, nd = K.commit_stretch(
+        I[o_ctx : o_ctx + ms], I[o_rem : o_rem + ms], I[N], j, I[BS], I[o_done : o_done + ms],
+        hist, F[o_cum : o_cum + STRETCH_CAP], now >= F[ITL_FROM],
+    )
+    I[FREE] -= blocks
+    I[CTX_SUM] += I[N] * j
+    _complete_slots(I, RF, RI, nd, now)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def finish(now, I, F, W, lacc, hist, RF, RI):  # type: ignore[no-untyped-def]
+    """End what the last timer was for (a step or a stretch) and take in pre-routed arrivals."""
+    I[DONE_N] = 0
+    mode = I[MODE]
+    I[MODE] = MODE_NONE
+    if mode == MODE_STEP:
+        I[ITERS] += 1
+        F[BUSY_S] += F[STEP_DUR]
+        _finish_step(I, F, RF, RI, hist, now)
+    elif mode == MODE_STRETCH:
+        j = I[KSTRETCH]
+        I[ITERS] += j
+        F[BUSY_S] += F[FO + j - 1]
+        _commit_stretch(I, F, RF, RI, hist, now, j)
+    pos = I[ARR_POS]
+    n_arr = I[ARR_N]
+    o_arr = IO + (5 + PF_FIELDS) * I[MAX_SEQS]
+    o_arr_t = FO + STRETCH_CAP
+    while pos < n_arr and F[o_arr_t + pos] <= now:
+        rid = I[o_arr + pos]
+        wq_push(I, W, rid)
+        RI[RI_REPLICA, rid] = I[INDEX]
+        RI[RI_STATUS, rid] = QUEUED
+        lv = F[LV : LV + K.LEVEL_STATE]
+        level_set(lacc, lv, F[o_arr_t + pos], float(I[WQ_LEN]), lv[2], lv[3], lv[4])
+        pos += 1
+    I[ARR_POS] = pos
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def plan(now, I, F, W, lacc, RF, RI, p):  # type: ignore[no-untyped-def]
+    """Decide what to do next. Returns the delay of the next timer, or -1.0 to sleep until woken."""
+    if I[WQ_LEN] == 0 and I[NPF] == 0 and I[N] == 0:
+        _levels(I, F, lacc, now, 0.0)
+        if I[ARR_POS] < I[ARR_N]:
+            return F[FO + STRETCH_CAP + I[ARR_POS]] - now
+        return -1.0
+    dur = _schedule(I, W, RF, RI, p, now)
+    _levels(I, F, lacc, now, 1.0)
+    if dur >= 0.0:
+        I[MODE] = MODE_STEP
+        F[STEP_DUR] = dur
+        return dur
+    if dur < -1.5:
+        return -2.0
+    ms = I[MAX_SEQS]
+    o_cum = FO
+    k = K.plan_stretch(p, I[IO : IO + ms], I[IO + ms : IO + 2 * ms], I[N], I[FREE], I[BS], STRETCH_CAP,
+                       float(I[CTX_SUM]), F[o_cum : o_cum + STRETCH_CAP])
+    if k <= 0:
+        return -3.0
+    if I[ARR_POS] < I[ARR_N] and I[N] + I[NPF] < ms and I[FREE] > 0:
+        # A pre-routed arrival during the stretch ends it at the next iteration boundary.
+        k = min(k, K.boundary_after(F[o_cum : o_cum + STRETCH_CAP], k, F[FO + STRETCH_CAP + I[ARR_POS]] - now))
+    I[MODE] = MODE_STRETCH
+    I[KSTRETCH] = k
+    F[T0] = now
+    return F[o_cum + k - 1]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def truncate(now, I, F):  # type: ignore[no-untyped-def]
+    """A request arrived now: if it could join, end the running stretch at the next boundary.
+    Returns the new delay from now, or -1.0 when nothing changes."""
+    if I[MODE] != MODE_STRETCH or I[N] + I[NPF] >= I[MAX_SEQS] or I[FREE] <= 0:
+        return -1.0
+    k = I[KSTRETCH]
+    j = K.boundary_after(F[FO : FO + STRETCH_CAP], k, now - F[T0])
+    if j >= k:
+        return -1.0
+    I[KSTRETCH] = j
+    d = F[T0] + F[FO + j - 1] - now
+    return d if d > 0.0 else 0.0
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def enqueue_level(now, I, F, lacc):  # type: ignore[no-untyped-def]
+    lv = F[LV : LV + K.LEVEL_STATE]
+    level_set(lacc, lv, now, float(I[WQ_LEN]), lv[2], lv[3], lv[4])
