@@ -85,3 +85,19 @@ def hist_index(x: float) -> int:
     if x <= K.HIST_LO_S:
         return 0
     return min(K.HIST_BINS - 1, int(math.log(x / K.HIST_LO_S) / math.log(K.HIST_RATIO)) + 1)
+
+
+def level_bins(times, values, width, n_bins):
+    """Integral of a step function (value ``values[i]`` from ``times[i]`` to ``times[i+1]``,
+    zero before the first change) over each bin of ``width``: the overlap, bin by bin."""
+    out = np.zeros(n_bins)
+    for i in range(len(times) - 1):
+        a, b, v = times[i], times[i + 1], values[i]
+        for k in range(n_bins):
+            lo, hi = k * width, (k + 1) * width
+            if k == n_bins - 1:
+                hi = math.inf  # the last bin takes everything past its start
+            overlap = min(b, hi) - max(a, lo)
+            if overlap > 0:
+                out[k] += v * overlap
+    return out

@@ -37,6 +37,11 @@ from stacksim.metrics import (
 from stacksim.kernels.cost import level_set
 
 STRETCH_CAP = 4096  # longest decode stretch computed at once (it then ends and re-plans)
+# New requests are admitted only while this share of KV blocks stays free afterwards (vLLM's
+# block-manager watermark, default 0.01), and never in a step that had to preempt (vLLM V1
+# scheduler: waiting requests are scheduled only "if not preempted_reqs"). Both stop a full
+# cache from thrashing: admit, preempt, re-admit.
+ADMIT_WATERMARK = 0.01
 
 # ---- I: scalar slots
 N = 0  # decoding sequences
@@ -242,12 +247,15 @@ def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
     if I[WQ_LEN] == 0 and I[NPF] == 0 and I[FREE] >= I[N]:
         return -1.0
     reserve = 0
+    preempted = False
     if I[N] > 0:
         reserve = K.new_blocks_after(I[o_ctx : o_ctx + ms], I[N], 1, B)
         while reserve > I[FREE] and (I[N] > 0 or I[NPF] > 0):
             _preempt_one(I, W, RF, RI, now)
+            preempted = True
             reserve = K.new_blocks_after(I[o_ctx : o_ctx + ms], I[N], 1, B) if I[N] > 0 else 0
     avail = I[FREE] - reserve
+    wm = int(ADMIT_WATERMARK * I[TOTAL])
     nchunks = 0
     for j in range(I[NPF]):
         I[o_pf + j * PF_FIELDS + 5] = 0
@@ -269,10 +277,10 @@ def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
             nchunks += 1
             budget -= c
             avail -= nb
-        while I[WQ_LEN] > 0 and budget > 0 and I[N] + I[NPF] < ms and avail > 0:
+        while not preempted and I[WQ_LEN] > 0 and budget > 0 and I[N] + I[NPF] < ms and avail > wm:
             rid = W[I[WQ_HEAD]]
             target = RI[RI_INPUT, rid] + RI[RI_GEN_DONE, rid]
-            c = min(target, budget, avail * B)
+            c = min(target, budget, (avail - wm) * B)
             j = _admit(I, W, RF, RI, now)
             I[o_pf + j * PF_FIELDS + 5] = c
             nchunks += 1
@@ -280,11 +288,11 @@ def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
             avail -= _cdiv(c, B)
     elif I[NPF] == 0:
         budget = I[MAX_TOKENS]
-        while I[WQ_LEN] > 0 and I[N] + I[NPF] < ms:
+        while not preempted and I[WQ_LEN] > 0 and I[N] + I[NPF] < ms:
             rid = W[I[WQ_HEAD]]
             target = RI[RI_INPUT, rid] + RI[RI_GEN_DONE, rid]
             nb = _cdiv(target, B)
-            if target > budget or nb > avail:
+            if target > budget or nb > avail - wm:
                 break
             j = _admit(I, W, RF, RI, now)
             I[o_pf + j * PF_FIELDS + 5] = target

@@ -16,7 +16,9 @@ Scheduling follows vLLM (V1 with chunked prefill; V0 without):
   order, while the step's token budget, the sequence limit and free KV blocks allow;
 - without chunked prefill a step is either all prefill (whole prompts) or all decode;
 - when a decode needs a block and none is free, the most recently admitted request is preempted
-  and recomputed later (vLLM's default preemption mode), its blocks freed.
+  and recomputed later (vLLM's default preemption mode), its blocks freed;
+- new requests are admitted only while 1% of the blocks stay free (vLLM's watermark), and not
+  in a step that had to preempt (vLLM V1), so a full cache does not thrash.
 
 Decoding sequences live in slot arrays (`ctx`: tokens with KV stored, `rem`: tokens still to
 generate) that the kernels update in place.
@@ -36,7 +38,7 @@ from stacksim.metrics import COMPLETED, QUEUED, RUNNING, Levels
 if TYPE_CHECKING:
     from stacksim.serving.deployment import DeploymentRuntime
 
-from stacksim.serving.core import STRETCH_CAP  # noqa: E402
+from stacksim.serving.core import ADMIT_WATERMARK, STRETCH_CAP  # noqa: E402
 
 
 def retarget(proc: simpy.Process, old: simpy.Event, new: simpy.Event) -> None:
@@ -246,12 +248,15 @@ class ReferenceReplica:
             return None  # decodes only, and every one can take a new block: a stretch
         B = self.B
         reserve = 0
+        preempted = False
         if self.n:
             reserve = K.new_blocks_after(self.ctx, self.n, 1, B)
             while reserve > self.free and (self.n or self.prefilling):
                 self._preempt_one()
+                preempted = True
                 reserve = K.new_blocks_after(self.ctx, self.n, 1, B) if self.n else 0
         avail = self.free - reserve
+        wm = int(ADMIT_WATERMARK * self.total_blocks)  # see core.ADMIT_WATERMARK
         chunks: list[tuple[_Prefill, int]] = []
         if self.chunked:
             budget = self.max_tokens - self.n
@@ -268,10 +273,13 @@ class ReferenceReplica:
                 chunks.append((st, c))
                 budget -= c
                 avail -= nb
-            while self.waiting and budget > 0 and self.n + len(self.prefilling) < self.max_seqs and avail > 0:
+            while (
+                not preempted and self.waiting and budget > 0 and self.n + len(self.prefilling) < self.max_seqs
+                and avail > wm
+            ):
                 rid = self.waiting[0]
                 st = self._admit_state(rid)
-                c = min(st.target, budget, avail * B)
+                c = min(st.target, budget, (avail - wm) * B)
                 self._admit(st)
                 chunks.append((st, c))
                 budget -= c
@@ -279,10 +287,10 @@ class ReferenceReplica:
         else:
             if not self.prefilling:
                 budget = self.max_tokens
-                while self.waiting and self.n + len(self.prefilling) < self.max_seqs:
+                while not preempted and self.waiting and self.n + len(self.prefilling) < self.max_seqs:
                     st = self._admit_state(self.waiting[0])
                     nb = -(-st.target // B)
-                    if st.target > budget or nb > avail:
+                    if st.target > budget or nb > avail - wm:
                         break
                     self._admit(st)
                     chunks.append((st, st.target))
