@@ -108,9 +108,7 @@ def build_result(sim: Simulation) -> Result:
     df["workload"] = pd.Categorical.from_codes(df["workload"].to_numpy(), categories=sim.workload_names)
     dep_codes = df["deployment"].to_numpy()
     df["deployment"] = pd.Categorical.from_codes(np.where(dep_codes < 0, -1, dep_codes), categories=sim.deployment_names)
-    df["status"] = pd.Categorical(
-        [STATUS_NAMES[s] for s in df["status"].to_numpy()], categories=list(STATUS_NAMES.values())
-    )
+    df["status"] = pd.Categorical.from_codes(df["status"].to_numpy(), categories=list(STATUS_NAMES.values()))
     for tag in sorted({k for w in sc.workloads.values() for k in w.tags}):
         values = [sc.workloads[w].tags.get(tag, "") for w in sim.workload_names]
         df[f"tag_{tag}"] = pd.Categorical(np.array(values, dtype=object)[cols["workload"][arrived_mask]])
