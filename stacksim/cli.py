@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stacksim.errors import StackSimError
@@ -23,14 +24,16 @@ app = typer.Typer(
     help="stacksim: simulate an AI infrastructure stack and forecast latency, spend and risk.",
     pretty_exceptions_enable=False,
 )
-out_console = Console()
-err_console = Console(stderr=True)
+# Piped output (grep, files) gets wide lines instead of Rich's 80-column default.
+out_console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 EXIT_BAD_INPUT = 2
 
 
 def _fail(err: BaseException) -> None:
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    # The message quotes what the user wrote: escape it so '[...]' is never read as markup.
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -80,7 +83,7 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
     s = summary
     r = s["requests"]
     out_console.print(
-        f"[bold]{s['scenario']}[/]  seed {s['seed']}  simulated {s['time']['end_s']:g} s "
+        f"[bold]{escape(s['scenario'])}[/]  seed {s['seed']}  simulated {s['time']['end_s']:g} s "
         f"(warm-up {s['time']['warmup_s']:g} s)" + (f"  wall {wall_s:.2f} s" if wall_s is not None else "")
     )
     out_console.print(
@@ -195,7 +198,7 @@ def catalog(
     if kind.startswith("acc"):
         t = Table(title="accelerators (dense TFLOPS; sources in stacksim/catalog/data)")
         for c in ("id", "memory GB", "TB/s", "bf16", "fp8", "fp4", "link GB/s", "$/GPU-h"):
-            t.add_column(c, justify="left" if c == "id" else "right")
+            t.add_column(c, justify="left" if c == "id" else "right", no_wrap=c == "id")
         for a in accelerators().values():
             t.add_row(a.id, _fmt(a.memory_gb, 0), _fmt(a.memory_bandwidth_tbps, 2), _fmt(a.peak_bf16_tflops, 0),
                       _fmt(a.peak_fp8_tflops, 0), _fmt(a.peak_fp4_tflops, 0), _fmt(a.interconnect_bandwidth_gbps, 0),
@@ -203,7 +206,7 @@ def catalog(
     elif kind.startswith("mod"):
         t = Table(title="models (from published configs; sources in stacksim/catalog/data)")
         for c in ("id", "params B", "active B", "layers", "hidden", "heads/kv", "experts", "attention", "context"):
-            t.add_column(c, justify="left" if c == "id" else "right")
+            t.add_column(c, justify="left" if c == "id" else "right", no_wrap=c == "id")
         for m in models().values():
             t.add_row(m.id, _fmt(m.params_total_b, 1), _fmt(m.params_active_b, 1), str(m.num_layers), str(m.hidden_size),
                       f"{m.num_attention_heads}/{m.num_kv_heads}",

@@ -18,7 +18,9 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=False)
+    # strict: YAML values are already typed, so `count: true` or `rate_per_s: "5"` are errors,
+    # not silently converted; allow_inf_nan=False: `.inf` and `.nan` are never valid numbers.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- compute

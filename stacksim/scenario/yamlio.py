@@ -47,6 +47,8 @@ def _construct(node: yaml.Node, path: Path, lines: dict[Path, int], loader: yaml
 
 def load_yaml_with_lines(text: str, file: str | None = None) -> tuple[Any, dict[Path, int]]:
     """Parse ``text`` and return ``(data, lines)`` where ``lines`` maps field paths to lines."""
+    if not text.strip():
+        raise ScenarioError([Problem("the file is empty; a scenario needs at least pools, deployments, workloads and horizon_s", line=1)], file=file)
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -54,10 +56,13 @@ def load_yaml_with_lines(text: str, file: str | None = None) -> tuple[Any, dict[
             return None, {}
         lines: dict[Path, int] = {}
         data = _construct(node, (), lines, loader)
+    except ScenarioError as exc:
+        exc.file = file
+        raise ScenarioError(exc.problems, file=file) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        what = exc.problem or exc.context or "could not parse"
+        what = "; ".join(x for x in (exc.context, exc.problem) if x) or "could not parse"
         raise ScenarioError(
             [Problem(f"malformed YAML: {what}. Check indentation, colons and quotes.", line=line)],
             file=file,

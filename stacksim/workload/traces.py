@@ -127,11 +127,18 @@ def _mooncake(path: str) -> Trace:
     )
 
 
-@lru_cache(maxsize=16)
 def load_trace(path: str, fmt: str | None = None) -> Trace:
-    """Load a trace file (cached by path and format)."""
-    if not Path(path).exists():
+    """Load a trace file (cached by path, format, size and modification time, so an edited file
+    is read again)."""
+    p = Path(path)
+    if not p.exists():
         raise TraceFormatError(f"trace file '{path}' does not exist")
+    st = p.stat()
+    return _load_trace(path, fmt, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _load_trace(path: str, fmt: str | None, size: int, mtime_ns: int) -> Trace:
     fmt = fmt or guess_format(path)
     if fmt == "azure":
         return _azure(path)
