@@ -102,7 +102,6 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
     d = Table(title="deployments", title_justify="left")
     for col in ("name", "model", "GPUs", "util", "queue", "batch", "KV used", "preempt", "req/s", "$ run"):
         d.add_column(col, justify="left" if col in ("name", "model") else "right")
-    window = s["time"]["measured_s"]
     for name, dep in s["deployments"].items():
         d.add_row(
             name,
@@ -113,7 +112,7 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
             f"{dep['mean_running']:.1f}",
             f"{dep['mean_kv_used']:.0%}",
             f"{dep['preemptions']:,}",
-            f"{dep['requests']['completed'] / max(window, 1e-9):.2f}",
+            f"{dep['requests_per_s']:.2f}",
             f"{dep['spend_usd']:.2f}",
         )
     out_console.print(d)

@@ -185,6 +185,8 @@ def build_result(sim: Simulation) -> Result:
             "peak_kv_used": round(max((r.levels.peak("kv_used") for r in reps), default=0.0), 6),
             "preemptions": int(sum(r.preemptions for r in reps)),
             "iterations": int(sum(r.iterations for r in reps)),
+            "requests_per_s": round(float((done_in_window & sel).sum()) / window, 6),
+            "output_tokens_per_s": round(float(df["output_tokens"].to_numpy()[done_in_window & sel].sum()) / window, 4),
             "requests": {
                 "arrived": int(sel.sum()),
                 "completed": int(((df["status"] == "completed").to_numpy() & sel).sum()),
