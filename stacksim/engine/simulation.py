@@ -128,11 +128,17 @@ class Simulation:
             env.run(until=self.horizon * i / steps)
             if progress:
                 progress(env.now, self.horizon)
+        self.end_time = env.now
         if sc.drain:
             limit = self.horizon * DRAIN_LIMIT_FACTOR
             while self.finished < self.reqs.n and env.peek() < limit:
                 env.run(until=min(limit, env.now + self.horizon / 10))
-        self.end_time = env.now
+            if self.finished >= self.reqs.n:
+                # Everything ended: the run ends with the last request, not at a step boundary.
+                fin = self.reqs.finish_s[: self.reqs.n]
+                self.end_time = max(self.horizon, float(np.nanmax(fin))) if self.reqs.n else self.horizon
+            else:
+                self.end_time = env.now
         for dep in self.deployments.values():
             for r in dep.replicas:
                 r.levels.close(self.end_time)

@@ -40,6 +40,9 @@ def _container_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         part = parts[i]
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             f = tp.model_fields.get(str(part))
+            if f is None and "kind" in tp.model_fields and typing.get_args(tp.model_fields["kind"].annotation) == (part,):
+                i += 1  # the tag of a one-member discriminated union
+                continue
             if f is None:
                 return None
             tp = f.annotation
@@ -78,6 +81,23 @@ def _container_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
+def _union_kinds(loc: tuple[Any, ...]) -> list[str]:
+    """The `kind` values of the discriminated union at ``loc`` (for 'needs a kind' messages)."""
+    parent = _container_model(loc)
+    tp: Any = None
+    if parent is not None:
+        f = parent.model_fields.get(str(loc[-1]))
+        tp = f.annotation if f is not None else None
+    tp = _unwrap(tp)
+    members = typing.get_args(tp) if typing.get_origin(tp) is typing.Union else (tp,)
+    kinds: list[str] = []
+    for m in members:
+        m = _unwrap(m)
+        if isinstance(m, type) and issubclass(m, BaseModel) and "kind" in m.model_fields:
+            kinds += [str(a) for a in typing.get_args(m.model_fields["kind"].annotation)]
+    return kinds
+
+
 def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop discriminator tags from a pydantic location so it matches the YAML's keys."""
     out: list[Any] = []
@@ -112,7 +132,7 @@ def _describe(err: dict[str, Any], data: Any) -> tuple[str, tuple[Any, ...]]:
             desc = f" ({d})" if d else ""
         return f"required field '{loc[-1]}' is missing{desc}", path
     if typ in ("union_tag_invalid", "union_tag_not_found"):
-        tags = err.get("ctx", {}).get("expected_tags", "")
+        tags = err.get("ctx", {}).get("expected_tags", "") or ", ".join(repr(k) for k in _union_kinds(loc))
         if typ == "union_tag_not_found":
             return f"needs a 'kind'; valid kinds: {tags}", path
         return f"kind {err['ctx'].get('tag')!r} is not valid; valid kinds: {tags}", path + ("kind",)
@@ -135,6 +155,8 @@ def load_scenario_text(text: str, file: str | None = None, overrides: dict[str, 
         )
     if overrides:
         data = {**data, **overrides}
+        # An overridden field is not where the file says it is: report it without a line.
+        lines = {k: v for k, v in lines.items() if not (k and k[0] in overrides)}
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -185,5 +207,9 @@ def resolved_yaml(rs: ResolvedScenario) -> str:
         data["pools"][name]["price_usd_per_gpu_hour"] = rp.price_usd_per_gpu_hour
     for name, rd in rs.deployments.items():
         data["deployments"][name]["engine"]["max_model_len"] = rd.max_model_len
+    for wname, w in data["workloads"].items():
+        for key in ("arrival", "input_tokens", "output_tokens"):
+            if "path" in w[key]:  # absolute, so the resolved file runs from anywhere
+                w[key]["path"] = rs.path(w[key]["path"])
     return yaml.safe_dump(data, sort_keys=False, width=100)
 

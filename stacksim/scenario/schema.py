@@ -139,8 +139,17 @@ class Deployment(Strict):
     tensor_parallel: int = Field(default=1, ge=1)
     pipeline_parallel: int = Field(default=1, ge=1)
     precision: Literal["bf16", "fp16", "fp8", "int8", "int4_awq", "int4_gptq", "fp4", "mxfp4", "nvfp4"] = "bf16"
-    engine: Engine = Field(default_factory=VllmEngine)
+    engine: Engine = Field(default_factory=VllmEngine, description="Serving engine settings; kind defaults to vllm.")
     load_balancer: LoadBalancer = Field(default_factory=lambda: RoundRobin(kind="round_robin"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_kind(cls, data: object) -> object:
+        # vLLM is the only engine profile so far: `engine:` without a kind means vllm (the
+        # resolved scenario shows it). Profiles for SGLang and TensorRT-LLM come with issue #3.
+        if isinstance(data, dict) and isinstance(data.get("engine"), dict) and "kind" not in data["engine"]:
+            data = {**data, "engine": {"kind": "vllm", **data["engine"]}}
+        return data
 
 
 # --------------------------------------------------------------------------- workloads
