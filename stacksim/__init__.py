@@ -14,18 +14,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from stacksim.api import run_scenario  # noqa: E402
-from stacksim.errors import ScenarioError, StackSimError  # noqa: E402
-from stacksim.metrics.summary import Result, write_result  # noqa: E402
-from stacksim.scenario import load_scenario, load_scenario_text  # noqa: E402
+from stacksim.api import run_scenario
+from stacksim.errors import ScenarioError, StackSimError
+from stacksim.metrics.summary import Result, write_result
+from stacksim.scenario import load_scenario, load_scenario_text
 
 __all__ = [
+    "Result",
+    "ScenarioError",
+    "StackSimError",
     "__version__",
     "load_scenario",
     "load_scenario_text",
     "run_scenario",
     "write_result",
-    "Result",
-    "ScenarioError",
-    "StackSimError",
 ]

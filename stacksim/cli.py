@@ -51,7 +51,13 @@ class _LazyProgress:
         if self.bar is None:
             if time.perf_counter() - self.start < self.after:
                 return
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
                 TextColumn("{task.description}"),
@@ -222,7 +228,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - an internal bug: say so, once
+    except Exception as exc:
         if os.environ.get("STACKSIM_DEBUG"):
             raise
         err_console.print(

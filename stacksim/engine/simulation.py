@@ -8,6 +8,7 @@ import numpy as np
 import simpy
 
 from stacksim.engine.rng import Streams
+from stacksim.errors import ScenarioError
 from stacksim.metrics import RequestTable
 from stacksim.scenario import schema as S
 from stacksim.scenario.resolve import ResolvedScenario
@@ -39,7 +40,15 @@ class Simulation:
         self.width = max(self.horizon / LEVEL_BINS, 1e-6)
         self.workload_names = list(sc.workloads)
         self.deployment_names = list(rs.deployments)
-        arrays = [self._generate(name, w) for name, w in sc.workloads.items()]
+        arrays = []
+        for name, w in sc.workloads.items():
+            try:
+                arrays.append(self._generate(name, w))
+            except ValueError as exc:  # a distribution that cannot produce what it was asked for
+                from stacksim.scenario.resolve import PathProblem, problems_to_report
+
+                where = ("workloads", name)
+                raise ScenarioError(problems_to_report([PathProblem(where, str(exc))], rs.lines), file=rs.file) from None
         total = sum(len(a[0]) for a in arrays)
         self.reqs = RequestTable(total)
         self.workload_ids: list[np.ndarray] = []
@@ -141,6 +150,8 @@ class Simulation:
                 self.end_time = env.now
         for dep in self.deployments.values():
             for r in dep.replicas:
+                # Pre-routed arrivals during the last, unfinished iteration have arrived: queue them.
+                r.take_arrivals(self.end_time)
                 r.levels.close(self.end_time)
         return self
 

@@ -79,19 +79,19 @@ def step_time(
     w_bytes = p[DENSE_WEIGHT_BYTES] + touched * p[EXPERT_BYTES]
     bw = p[MEM_BW] * p[EFF_MEM]
     t_lin_m = w_bytes / bw
-    t_lin = t_lin_c if t_lin_c > t_lin_m else t_lin_m
+    t_lin = max(t_lin_m, t_lin_c)
 
     attn_peak = p[PEAK_FLOPS] * p[EFF_ATTN]
     t_ap = 0.0
     if n_prefill_tokens > 0.0:
         c = p[ATTN_FLOPS_PER_PAIR] * prefill_pairs / attn_peak
         m = p[KV_BYTES_PER_TOKEN] * (prefill_ctx_read + n_prefill_tokens) / bw
-        t_ap = c if c > m else m
+        t_ap = max(m, c)
     t_ad = 0.0
     if n_decode > 0.0:
         c = p[ATTN_FLOPS_PER_PAIR] * decode_ctx_sum / attn_peak
         m = p[KV_BYTES_PER_TOKEN] * decode_ctx_sum / bw
-        t_ad = c if c > m else m
+        t_ad = max(m, c)
 
     t_comm = 0.0
     tp = p[TP]
@@ -139,8 +139,7 @@ def max_iterations(ctx: np.ndarray, rem: np.ndarray, n: int, free_blocks: int, b
     """
     k = cap
     for i in range(n):
-        if rem[i] < k:
-            k = rem[i]
+        k = min(k, rem[i])
     if k <= 0:
         return 0
     if new_blocks_after(ctx, n, k, block_size) <= free_blocks:
@@ -255,7 +254,7 @@ def level_set(acc: np.ndarray, state: np.ndarray, t: float, v0: float, v1: float
         b = int(t0 / width)
         while True:
             edge = (b + 1) * width
-            seg = t if t < edge else edge
+            seg = min(edge, t)
             dt = seg - t0
             row = b if b < nb else nb - 1
             acc[row, 0] += state[1] * dt
@@ -271,11 +270,7 @@ def level_set(acc: np.ndarray, state: np.ndarray, t: float, v0: float, v1: float
     state[2] = v1
     state[3] = v2
     state[4] = v3
-    if v0 > state[5]:
-        state[5] = v0
-    if v1 > state[6]:
-        state[6] = v1
-    if v2 > state[7]:
-        state[7] = v2
-    if v3 > state[8]:
-        state[8] = v3
+    state[5] = max(state[5], v0)
+    state[6] = max(state[6], v1)
+    state[7] = max(state[7], v2)
+    state[8] = max(state[8], v3)

@@ -17,7 +17,7 @@ def step_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, de
     tokens = n_prefill_tokens + n_decode
     if tokens <= 0:
         return 0.0
-    n_layers_units = max(1, int(round(p[K.NUM_ALLREDUCES] / 2))) if p[K.TP] > 1 else 1
+    n_layers_units = max(1, round(p[K.NUM_ALLREDUCES] / 2)) if p[K.TP] > 1 else 1
     # Split every per-GPU quantity evenly over "units" (layers when TP>1) and add them back up:
     # identical layers make sum-of-maxes equal max-of-sums, which is what the fast kernel uses.
     eff = p[K.EFF_MAX] * tokens / (tokens + p[K.EFF_HALF_TOKENS])

@@ -21,7 +21,7 @@ from stacksim.scenario.yamlio import dotted, line_of, load_yaml_with_lines
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
-__all__ = ["Scenario", "ResolvedScenario", "load_scenario", "load_scenario_text", "scenario_json_schema", "resolved_yaml"]
+__all__ = ["ResolvedScenario", "Scenario", "load_scenario", "load_scenario_text", "resolved_yaml", "scenario_json_schema"]
 
 
 def _unwrap(tp: Any) -> Any:
@@ -61,9 +61,13 @@ def _container_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
             args = [_unwrap(a) for a in typing.get_args(tp)]
             chosen = None
             for a in args:
-                if isinstance(a, type) and issubclass(a, BaseModel) and "kind" in a.model_fields:
-                    if typing.get_args(a.model_fields["kind"].annotation) == (part,):
-                        chosen = a
+                if (
+                    isinstance(a, type)
+                    and issubclass(a, BaseModel)
+                    and "kind" in a.model_fields
+                    and typing.get_args(a.model_fields["kind"].annotation) == (part,)
+                ):
+                    chosen = a
             if chosen is None:
                 non_none = [a for a in args if a is not type(None)]
                 if len(non_none) == 1:
@@ -103,10 +107,7 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     out: list[Any] = []
     cur = data
     for part in loc:
-        if isinstance(cur, dict) and part in cur:
-            out.append(part)
-            cur = cur[part]
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+        if isinstance(cur, dict) and part in cur or isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
             out.append(part)
             cur = cur[part]
         elif isinstance(cur, dict) and isinstance(part, str) and part not in cur and part == loc[-1]:
@@ -168,6 +169,7 @@ def load_scenario_text(text: str, file: str | None = None, overrides: dict[str, 
     rs, probs = resolve(sc, file)
     if probs:
         raise ScenarioError(problems_to_report(probs, lines), file=file)
+    rs.lines = lines
     return rs
 
 
@@ -207,7 +209,7 @@ def resolved_yaml(rs: ResolvedScenario) -> str:
         data["pools"][name]["price_usd_per_gpu_hour"] = rp.price_usd_per_gpu_hour
     for name, rd in rs.deployments.items():
         data["deployments"][name]["engine"]["max_model_len"] = rd.max_model_len
-    for wname, w in data["workloads"].items():
+    for w in data["workloads"].values():
         for key in ("arrival", "input_tokens", "output_tokens"):
             if "path" in w[key]:  # absolute, so the resolved file runs from anywhere
                 w[key]["path"] = rs.path(w[key]["path"])

@@ -15,6 +15,7 @@ import numpy as np
 from stacksim.catalog import Accelerator, ModelArch, UnknownId, get_accelerator, get_model, models
 from stacksim.errors import Problem
 from stacksim.scenario import schema as S
+from stacksim.serving.core import ADMIT_WATERMARK
 from stacksim.serving.costmodel import DoesNotFit, MemoryPlan, cost_params, memory_plan
 from stacksim.workload.traces import TraceFormatError, load_trace
 
@@ -59,6 +60,7 @@ class ResolvedScenario:
     pools: dict[str, ResolvedPool] = field(default_factory=dict)
     deployments: dict[str, ResolvedDeployment] = field(default_factory=dict)
     trace_paths: dict[FieldPath, str] = field(default_factory=dict)
+    lines: dict[FieldPath, int] = field(default_factory=dict)
 
     def path(self, rel: str) -> str:
         p = Path(rel)
@@ -184,14 +186,18 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
                             f"{mml} exceeds {model.id}'s context length {model.max_context}")
             )
             continue
-        if mml > plan.kv_capacity_tokens:
+        # A request is admitted only while 1% of blocks stay free (core.ADMIT_WATERMARK), so the
+        # longest one must fit below that line, or vLLM would ignore it forever.
+        admissible = (plan.num_blocks - int(ADMIT_WATERMARK * plan.num_blocks)) * plan.block_size
+        if mml > admissible:
             problems.append(
                 PathProblem(
                     where + ("engine", "max_model_len") if eng.max_model_len else where,
-                    f"max_model_len {mml} (the model's context) is larger than the KV cache of one replica, "
-                    f"{plan.kv_capacity_tokens} tokens ({plan.kv_per_gpu_gb:.1f} GiB per GPU left after "
-                    f"{plan.weights_per_gpu_gb:.1f} GiB of weights); set engine.max_model_len <= "
-                    f"{plan.kv_capacity_tokens}, or add GPUs / use fp8 KV cache",
+                    f"max_model_len {mml}{'' if eng.max_model_len else ' (the model context)'} is larger than "
+                    f"what one replica's KV cache admits, {admissible} tokens ({plan.kv_capacity_tokens} in "
+                    f"{plan.kv_per_gpu_gb:.1f} GiB per GPU after {plan.weights_per_gpu_gb:.1f} GiB of weights, less "
+                    f"the 1% admission watermark); set engine.max_model_len <= {admissible}, or add GPUs / use "
+                    f"fp8 KV cache",
                 )
             )
             continue

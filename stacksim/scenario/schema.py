@@ -10,7 +10,7 @@ sub-models in this package when their layer lands; see ``docs/ARCHITECTURE.md``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -104,7 +104,7 @@ class VllmEngine(Strict):
     )
 
 
-Engine = Annotated[Union[VllmEngine], Field(discriminator="kind")]
+Engine = Annotated[VllmEngine, Field(discriminator="kind")]
 
 
 class RoundRobin(Strict):
@@ -126,7 +126,7 @@ class SharedQueue(Strict):
 
 
 LoadBalancer = Annotated[
-    Union[RoundRobin, LeastOutstanding, RandomBalancer, SharedQueue], Field(discriminator="kind")
+    RoundRobin | LeastOutstanding | RandomBalancer | SharedQueue, Field(discriminator="kind")
 ]
 
 
@@ -187,7 +187,7 @@ class TraceArrivals(Strict):
 
 
 Arrival = Annotated[
-    Union[Poisson, GammaArrivals, Deterministic, TraceArrivals], Field(discriminator="kind")
+    Poisson | GammaArrivals | Deterministic | TraceArrivals, Field(discriminator="kind")
 ]
 
 
@@ -249,7 +249,7 @@ class TraceLength(Strict):
 
 
 Length = Annotated[
-    Union[FixedLength, LognormalLength, ExponentialLength, UniformLength, EmpiricalLength, TraceLength],
+    FixedLength | LognormalLength | ExponentialLength | UniformLength | EmpiricalLength | TraceLength,
     Field(discriminator="kind"),
 ]
 

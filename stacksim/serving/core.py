@@ -19,6 +19,7 @@ from numba import njit
 
 from stacksim.kernels import FASTMATH
 from stacksim.kernels import cost as K
+from stacksim.kernels.cost import level_set
 from stacksim.metrics import (
     COMPLETED,
     QUEUED,
@@ -34,7 +35,6 @@ from stacksim.metrics import (
     RI_STATUS,
     RUNNING,
 )
-from stacksim.kernels.cost import level_set
 
 STRETCH_CAP = 4096  # longest decode stretch computed at once (it then ends and re-plans)
 # New requests are admitted only while this share of KV blocks stays free afterwards (vLLM's
@@ -406,6 +406,12 @@ def finish(now, I, F, W, lacc, hist, RF, RI):  # type: ignore[no-untyped-def]
         I[ITERS] += j
         F[BUSY_S] += F[FO + j - 1]
         _commit_stretch(I, F, RF, RI, hist, now, j)
+    take_arrivals(now, I, F, W, lacc, RI)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def take_arrivals(now, I, F, W, lacc, RI):  # type: ignore[no-untyped-def]
+    """Queue the pre-routed requests that have arrived by ``now`` (level updates at their times)."""
     pos = I[ARR_POS]
     n_arr = I[ARR_N]
     o_arr = IO + (5 + PF_FIELDS) * I[MAX_SEQS]
@@ -464,7 +470,7 @@ def truncate(now, I, F):  # type: ignore[no-untyped-def]
         return -1.0
     I[KSTRETCH] = j
     d = F[T0] + F[FO + j - 1] - now
-    return d if d > 0.0 else 0.0
+    return max(0.0, d)
 
 
 @njit(cache=True, fastmath=FASTMATH)

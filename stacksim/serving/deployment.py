@@ -88,10 +88,17 @@ class DeploymentRuntime:
         if self.balancer.shared:
             reqs.status[rid] = QUEUED
             self.queue.append(rid)
+            # Hand the request to the least-loaded replica with room (an idle one first), as a
+            # pull-based pool would: the first replica to reach a step boundary with a free slot
+            # takes it. Waking the first replica with room would pile everything on replica 0.
+            best, best_load = None, 0
             for r in self.replicas:
                 if r.can_take():
-                    r.poke()
-                    break
+                    ld = r.load()
+                    if best is None or ld < best_load:
+                        best, best_load = r, ld
+            if best is not None:
+                best.poke()
             return
         self.replicas[self.balancer.pick(self.replicas)].enqueue(rid)
 

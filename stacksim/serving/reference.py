@@ -38,7 +38,7 @@ from stacksim.metrics import COMPLETED, QUEUED, RUNNING, Levels
 if TYPE_CHECKING:
     from stacksim.serving.deployment import DeploymentRuntime
 
-from stacksim.serving.core import ADMIT_WATERMARK, STRETCH_CAP  # noqa: E402
+from stacksim.serving.core import ADMIT_WATERMARK, STRETCH_CAP
 
 
 def retarget(proc: simpy.Process, old: simpy.Event, new: simpy.Event) -> None:
@@ -54,7 +54,7 @@ def retarget(proc: simpy.Process, old: simpy.Event, new: simpy.Event) -> None:
 
 
 class _Prefill:
-    __slots__ = ("rid", "done", "target", "generated", "seq")
+    __slots__ = ("done", "generated", "rid", "seq", "target")
 
     def __init__(self, rid: int, target: int, generated: int, seq: int):
         self.rid = rid
@@ -125,6 +125,14 @@ class ReferenceReplica:
         self.arr_times = times
         self.arr_pos = 0
         self.outstanding = 0
+
+    def take_arrivals(self, now: float) -> None:
+        """Queue pre-routed requests that have arrived by ``now`` (used when the run stops)."""
+        self._take_arrivals(now)
+
+    def load(self) -> int:
+        """Sequences running, in prefill or queued here."""
+        return self.n + len(self.prefilling) + len(self.waiting)
 
     def _take_arrivals(self, now: float) -> None:
         pos = self.arr_pos

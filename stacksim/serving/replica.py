@@ -105,6 +105,15 @@ class Replica:
         self.F[o["arr_t"] : o["arr_t"] + len(times)] = times
         self.W = np.zeros(len(rids) + self.max_seqs + 1, dtype=np.int64)
 
+    def take_arrivals(self, now: float) -> None:
+        """Queue pre-routed requests that have arrived by ``now`` (used when the run stops)."""
+        C.take_arrivals(now, self.I, self.F, self.W, self.levels.acc, self.reqs.RI)
+
+    def load(self) -> int:
+        """Sequences running, in prefill or queued here."""
+        I = self.I
+        return int(I[C.N] + I[C.NPF] + I[C.WQ_LEN])
+
     def _push(self, rid: int) -> None:
         I = self.I
         if I[C.WQ_LEN] + self.max_seqs + 1 >= len(self.W):  # room for preempted requests too

@@ -87,31 +87,31 @@ def _counts(col: pd.Series, path: str, name: str) -> np.ndarray:
 def _mooncake(path: str) -> Trace:
     ts, inp, out, hashes = [], [], [], []
     try:
-        fh = open(path, encoding="utf-8")
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.readlines()
     except OSError as exc:
         raise TraceFormatError(f"cannot open trace '{path}': {exc.strerror}") from None
-    with fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TraceFormatError(f"trace '{path}', line {lineno}: not JSON ({exc.msg})") from None
-            missing = [k for k in MOONCAKE_KEYS if k not in rec]
-            if missing:
-                raise TraceFormatError(
-                    f"trace '{path}', line {lineno}: missing key {', '.join(repr(m) for m in missing)}; "
-                    f"a Mooncake-format trace needs {', '.join(MOONCAKE_KEYS)} (and optionally hash_ids)"
-                )
-            try:
-                ts.append(float(rec["timestamp"]) / 1000.0)  # Mooncake timestamps are milliseconds
-                inp.append(int(rec["input_length"]))
-                out.append(int(rec["output_length"]))
-            except (TypeError, ValueError):
-                raise TraceFormatError(f"trace '{path}', line {lineno}: non-numeric value") from None
-            hashes.append(tuple(int(h) for h in rec.get("hash_ids", ())))
+    for lineno, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TraceFormatError(f"trace '{path}', line {lineno}: not JSON ({exc.msg})") from None
+        missing = [k for k in MOONCAKE_KEYS if k not in rec]
+        if missing:
+            raise TraceFormatError(
+                f"trace '{path}', line {lineno}: missing key {', '.join(repr(m) for m in missing)}; "
+                f"a Mooncake-format trace needs {', '.join(MOONCAKE_KEYS)} (and optionally hash_ids)"
+            )
+        try:
+            ts.append(float(rec["timestamp"]) / 1000.0)  # Mooncake timestamps are milliseconds
+            inp.append(int(rec["input_length"]))
+            out.append(int(rec["output_length"]))
+        except (TypeError, ValueError):
+            raise TraceFormatError(f"trace '{path}', line {lineno}: non-numeric value") from None
+        hashes.append(tuple(int(h) for h in rec.get("hash_ids", ())))
     if not ts:
         raise TraceFormatError(f"trace '{path}' has no records")
     t = np.asarray(ts)
