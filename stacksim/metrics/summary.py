@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,6 @@ class Result:
     requests: pd.DataFrame
     timeseries: dict[str, pd.DataFrame]
     resolved_yaml: str
-    replica_timeseries: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(self.summary, indent=2, sort_keys=False) + "\n"
