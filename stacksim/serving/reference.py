@@ -39,18 +39,7 @@ if TYPE_CHECKING:
     from stacksim.serving.deployment import DeploymentRuntime
 
 from stacksim.serving.core import ADMIT_WATERMARK, STRETCH_CAP
-
-
-def retarget(proc: simpy.Process, old: simpy.Event, new: simpy.Event) -> None:
-    """Make ``proc`` (waiting on ``old``) wait on ``new`` instead.
-
-    SimPy cannot cancel a scheduled timeout; moving the process's resume callback is what
-    ``Process.interrupt`` does internally, without raising into the generator. ``old`` still
-    fires, with nobody listening.
-    """
-    old.callbacks.remove(proc._resume)  # type: ignore[union-attr]
-    new.callbacks.append(proc._resume)  # type: ignore[union-attr]
-    proc._target = new
+from stacksim.serving.replica import retarget
 
 
 class _Prefill:
