@@ -186,3 +186,31 @@ def test_preemption_happens_and_twins_agree() -> None:
     pd.testing.assert_frame_equal(fast, ref)
     assert fast["status"].isin(["completed", "rejected"]).all(), "drain: everything ends"
     assert (fast["status"] == "rejected").sum() == ((fast.input_tokens + fast.output_tokens) > 4096).sum()
+
+
+def test_models_section_catalog_and_inline_architecture() -> None:
+    """A deployment may name a catalog id directly, a `models:` entry with `catalog:`, or an
+    inline architecture; an inline copy of Llama-3.1-8B's config behaves like the catalog's."""
+    base = TINY.format(horizon=3.5, lb="round_robin", inp=300, out=20)
+    inline = base.replace("    model: llama-3.1-8b\n", "    model: mine\n").replace(
+        "deployments:",
+        """models:
+  mine:
+    architecture:
+      params_total_b: 8.03
+      num_layers: 32
+      hidden_size: 4096
+      num_attention_heads: 32
+      num_kv_heads: 8
+      intermediate_size: 14336
+      vocab_size: 128256
+      max_context: 131072
+deployments:""",
+    )
+    aliased = base.replace("    model: llama-3.1-8b\n", "    model: m\n").replace(
+        "deployments:", "models:\n  m: {catalog: llama-3.1-8b}\ndeployments:"
+    )
+    a, b, c = run(base), run(aliased), run(inline)
+    pd.testing.assert_frame_equal(a, b)
+    # The inline copy has no tied-embedding flag or source but the same shapes: within 1%.
+    np.testing.assert_allclose(c["finish_s"], a["finish_s"], rtol=0.01)
