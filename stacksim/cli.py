@@ -194,6 +194,62 @@ def schema() -> None:
 
 
 @app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="Catalog model id, e.g. llama-3.1-70b.")],
+    gpu: Annotated[str, typer.Option(help="Catalog accelerator id, e.g. h100-sxm.")],
+    tp: Annotated[int, typer.Option(help="Tensor-parallel size.")] = 1,
+    pp: Annotated[int, typer.Option(help="Pipeline-parallel size.")] = 1,
+    dp: Annotated[int, typer.Option(help="Data-parallel replicas (GPUs used = tp x pp x dp).")] = 1,
+    ep: Annotated[int, typer.Option(help="Expert-parallel size (not modelled yet: must be 1).")] = 1,
+    precision: Annotated[str, typer.Option(help="Weights: bf16, fp16, fp8, int8, int4_awq, int4_gptq, fp4, mxfp4, nvfp4.")] = "bf16",
+    kv_precision: Annotated[str, typer.Option("--kv-precision", help="KV cache: auto or fp8.")] = "auto",
+    engine: Annotated[str, typer.Option(help="Engine profile (vllm; sglang and trtllm come with calibration).")] = "vllm",
+    isl: Annotated[int, typer.Option(help="Input (prompt) tokens per request.")] = 1000,
+    osl: Annotated[int, typer.Option(help="Output tokens per request.")] = 1000,
+    offline: Annotated[bool, typer.Option("--offline", help="Every request arrives at time zero (max throughput).")] = False,
+    qps: Annotated[float | None, typer.Option(help="Poisson arrivals at this rate (requests/s).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Closed loop with this many clients.")] = None,
+    requests: Annotated[int, typer.Option(help="Requests to simulate.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed (Poisson arrivals).")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object.")] = False,
+) -> None:
+    """Predict throughput and latency of one model on one accelerator type under one load."""
+    import json
+
+    from stacksim.catalog import UnknownId
+    from stacksim.predict import PredictArgs
+    from stacksim.predict import predict as run_predict
+
+    args = PredictArgs(model=model, gpu=gpu, tp=tp, pp=pp, dp=dp, ep=ep, precision=precision, kv_precision=kv_precision,
+                       engine=engine, isl=isl, osl=osl, offline=offline, qps=qps, concurrency=concurrency,
+                       requests=requests, seed=seed)
+    try:
+        res = run_predict(args)
+    except (StackSimError, UnknownId) as exc:
+        _fail(exc)
+        return
+    if json_out:
+        sys.stdout.write(json.dumps(res) + "\n")
+        return
+    out_console.print(
+        f"[bold]{escape(res['model'])}[/] {res['precision']} on {res['gpus']} x {escape(res['gpu'])} "
+        f"(tp {tp}, pp {pp}, dp {dp}), {res['engine']}, {isl} in / {osl} out, {res['load']}, "
+        f"{res['completed']:,} requests"
+    )
+    out_console.print(
+        f"throughput: {res['output_tokens_per_s']:,.0f} output tok/s ({res['output_tokens_per_s_per_gpu']:,.0f} per GPU), "
+        f"{res['requests_per_s']:,.2f} req/s"
+    )
+    t = Table(title="latency (ms)", title_justify="left")
+    for col in ("metric", "mean", "p50", "p90", "p99"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for key, label in (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("itl_ms", "inter-token"), ("e2e_ms", "end-to-end")):
+        t.add_row(label, *(_fmt(res[key][q], 1) for q in ("mean", "p50", "p90", "p99")))
+    out_console.print(t)
+    out_console.print(f"[dim]{res['calibration']}[/]")
+
+
+@app.command()
 def catalog(
     kind: Annotated[str, typer.Argument(help="accelerators or models")] = "accelerators",
 ) -> None:

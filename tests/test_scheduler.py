@@ -214,3 +214,22 @@ deployments:""",
     pd.testing.assert_frame_equal(a, b)
     # The inline copy has no tied-embedding flag or source but the same shapes: within 1%.
     np.testing.assert_allclose(c["finish_s"], a["finish_s"], rtol=0.01)
+
+
+@pytest.mark.parametrize("lb", ["round_robin", "least_outstanding", "shared_queue"])
+def test_closed_loop_twins_agree(lb: str) -> None:
+    """Closed-loop clients (requests created as others finish) give identical records on the
+    compiled and the reference scheduler."""
+    text = f"""
+horizon_s: 20
+drain: true
+pools: {{g: {{accelerator: l4, count: 2, price_usd_per_gpu_hour: 1.0}}}}
+deployments: {{d: {{model: llama-3.2-3b, pool: g, replicas: 2, engine: {{max_num_seqs: 16, max_model_len: 4096}}, load_balancer: {{kind: {lb}}}}}}}
+workloads:
+  w:
+    target: d
+    arrival: {{kind: closed_loop, clients: 24, think_time_s: 0.2}}
+    input_tokens: {{kind: lognormal, median: 800, sigma: 0.8, max: 3000}}
+    output_tokens: {{kind: exponential, mean: 80}}
+"""
+    pd.testing.assert_frame_equal(run(text), run(text, reference=True))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
+from stacksim.engine.closed_loop import ClosedLoopDriver
 from stacksim.engine.rng import Streams
 from stacksim.errors import ScenarioError
 from stacksim.metrics import RequestTable
@@ -23,6 +24,17 @@ Progress = Callable[[float, float], None]
 LEVEL_BINS = 240  # resolution of the over-time plots
 PROGRESS_STEPS = 100
 DRAIN_LIMIT_FACTOR = 20.0  # a drain stops after this many horizons, whatever is left
+
+
+def _fan_out(drivers: list[ClosedLoopDriver]) -> Callable[[int], None]:
+    if len(drivers) == 1:
+        return drivers[0].on_complete
+
+    def call(rid: int) -> None:
+        for d in drivers:
+            d.on_complete(rid)
+
+    return call
 
 
 class Simulation:
@@ -68,6 +80,16 @@ class Simulation:
 
             for r in self.deployments[name].replicas:
                 r.itl_from = self.warmup
+        self.drivers: list[ClosedLoopDriver] = []
+        by_dep: dict[str, list[ClosedLoopDriver]] = {}
+        for wi, (name, w) in enumerate(sc.workloads.items()):
+            if isinstance(w.arrival, S.ClosedLoop):
+                dep = self.deployments[w.target]
+                drv = ClosedLoopDriver(self, wi, name, w, dep, len(self.workload_ids[wi]))
+                self.drivers.append(drv)
+                by_dep.setdefault(w.target, []).append(drv)
+        for dname, drvs in by_dep.items():
+            self.deployments[dname].on_complete = _fan_out(drvs)
         self.end_time = 0.0
 
     # ------------------------------------------------------------------ traffic

@@ -235,6 +235,10 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
             problems.append(
                 PathProblem(where + ("target",), f"no deployment named '{w.target}'; deployments: {', '.join(sc.deployments)}")
             )
+        if isinstance(w.arrival, S.Offline) and w.max_requests is None:
+            problems.append(
+                PathProblem(where + ("arrival", "kind"), "kind 'offline' needs max_requests: how many requests arrive at time zero")
+            )
         is_trace = isinstance(w.arrival, S.TraceArrivals)
         if is_trace:
             _check_trace(rs, where + ("arrival",), w.arrival.path, w.arrival.format, problems)

@@ -186,8 +186,24 @@ class TraceArrivals(Strict):
     start_s: float = Field(default=0.0, ge=0, description="Skip the trace's first start_s seconds.")
 
 
+class Offline(Strict):
+    """Every request arrives at time zero (a maximum-throughput benchmark, as trtllm-bench and
+    MLPerf Offline run it); needs the workload's max_requests."""
+
+    kind: Literal["offline"]
+
+
+class ClosedLoop(Strict):
+    """A fixed population of clients, each sending its next request `think_time_s` after the
+    previous one finished (closed loop: the load adapts to the latency)."""
+
+    kind: Literal["closed_loop"]
+    clients: int = Field(ge=1)
+    think_time_s: float = Field(default=0.0, ge=0)
+
+
 Arrival = Annotated[
-    Poisson | GammaArrivals | Deterministic | TraceArrivals, Field(discriminator="kind")
+    Poisson | GammaArrivals | Deterministic | TraceArrivals | Offline | ClosedLoop, Field(discriminator="kind")
 ]
 
 

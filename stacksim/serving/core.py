@@ -88,6 +88,8 @@ def layout(max_seqs: int, n_arrivals: int) -> tuple[dict[str, int], int, int]:
         o += max_seqs
     off["pf"] = o
     o += PF_FIELDS * max_seqs
+    off["drid"] = o  # ids of the requests completed by the last call (at most 2 x max_seqs)
+    o += 2 * max_seqs
     off["arr"] = o
     o += n_arrivals
     size_i = o
@@ -127,6 +129,7 @@ def _remove_slot(I, i):  # type: ignore[no-untyped-def]
 def _finish(I, RF, RI, rid, now):  # type: ignore[no-untyped-def]
     RI[RI_STATUS, rid] = COMPLETED
     RF[RF_FINISH, rid] = now
+    I[IO + (5 + PF_FIELDS) * I[MAX_SEQS] + I[DONE_N]] = rid
     I[DONE_N] += 1
 
 
@@ -414,7 +417,7 @@ def take_arrivals(now, I, F, W, lacc, RI):  # type: ignore[no-untyped-def]
     """Queue the pre-routed requests that have arrived by ``now`` (level updates at their times)."""
     pos = I[ARR_POS]
     n_arr = I[ARR_N]
-    o_arr = IO + (5 + PF_FIELDS) * I[MAX_SEQS]
+    o_arr = IO + (7 + PF_FIELDS) * I[MAX_SEQS]
     o_arr_t = FO + STRETCH_CAP
     while pos < n_arr and F[o_arr_t + pos] <= now:
         rid = I[o_arr + pos]

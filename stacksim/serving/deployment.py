@@ -45,6 +45,9 @@ class DeploymentRuntime:
         self.balancer = make_balancer(rd.spec.load_balancer.kind, rng, rd.spec.replicas)
         self.queue: deque[int] = deque()
         self.prerouting_disabled = False  # tests switch it off to check both paths agree
+        # Set when closed-loop clients target this deployment: called with each finished or
+        # rejected request id, and it forbids routing up front (requests appear during the run).
+        self.on_complete: Callable[[int], None] | None = None
         self.rejected_too_long = 0
         self.inp: list[int] = []
         self.out: list[int] = []
@@ -61,7 +64,7 @@ class DeploymentRuntime:
         self.out = reqs.output_tokens[: reqs.n].tolist()
         for r in self.replicas:
             r.inp, r.out = self.inp, self.out
-        if not self.balancer.static or self.prerouting_disabled:
+        if not self.balancer.static or self.prerouting_disabled or self.on_complete is not None:
             return False
         too_long = reqs.input_tokens[rids] + reqs.output_tokens[rids] > self.max_model_len
         bad = rids[too_long]
@@ -84,6 +87,8 @@ class DeploymentRuntime:
             reqs.finish_s[rid] = self.env.now
             self.rejected_too_long += 1
             self._on_done(1)
+            if self.on_complete is not None:
+                self.on_complete(rid)
             return
         if self.balancer.shared:
             reqs.status[rid] = QUEUED
@@ -110,6 +115,16 @@ class DeploymentRuntime:
 
     def on_done(self, rid: int) -> None:
         self._on_done(1)
+        if self.on_complete is not None:
+            self.on_complete(rid)
+
+    def add_request(self, rid: int, inp: int, out: int) -> None:
+        """A request created during the run (closed loop): extend the cached length lists."""
+        while len(self.inp) < rid:  # ids of other deployments' requests made meanwhile
+            self.inp.append(0)
+            self.out.append(0)
+        self.inp.append(inp)
+        self.out.append(out)
 
     def on_done_count(self, n: int) -> None:
         self._on_done(n)

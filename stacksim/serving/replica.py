@@ -180,6 +180,10 @@ class Replica:
             if nd:
                 self.outstanding -= nd
                 on_done(nd)
+                if self.dep.on_complete is not None:  # closed-loop clients wait for these ids
+                    o = self.off["drid"]
+                    for rid in I[o : o + nd].tolist():
+                        self.dep.on_complete(rid)
             if shared:
                 self.dep.pull(self)
             dt = C.plan(now, I, F, self.W, lacc, reqs.RF, reqs.RI, p)

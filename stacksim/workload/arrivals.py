@@ -71,7 +71,19 @@ def trace_rows(spec: S.TraceArrivals, horizon: float, limit: int | None, path: s
     return idx[:limit] if limit is not None else idx
 
 
+def offline(spec: S.Offline, rng: np.random.Generator, horizon: float, limit: int | None, **_: object) -> np.ndarray:
+    return np.zeros(limit or 0)
+
+
+def closed_loop(spec: S.ClosedLoop, rng: np.random.Generator, horizon: float, limit: int | None, **_: object) -> np.ndarray:
+    """The first request of every client, at time zero; the rest are made as requests finish."""
+    n = spec.clients if limit is None else min(spec.clients, limit)
+    return np.zeros(n)
+
+
 ARRIVALS: dict[str, Callable[..., np.ndarray]] = {
+    "offline": offline,
+    "closed_loop": closed_loop,
     "poisson": poisson,
     "gamma": gamma,
     "deterministic": deterministic,
