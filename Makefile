@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stacksim-installed
 
-.PHONY: setup run test bench schema clean
+.PHONY: setup run test bench schema calibrate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_engine.py
+
+calibrate: $(STAMP)
+	$(BIN)/python -m stacksim.calibration --out calibration
 
 schema: $(STAMP)
 	$(BIN)/stacksim schema > docs/scenario.schema.json
