@@ -158,7 +158,10 @@ def run(
             prog.close()
         wall = time.perf_counter() - t0
         out_dir = out or Path("runs") / f"{rs.scenario.name}-seed{result.summary['seed']}"
-        write_result(result, out_dir, plots=plots)
+        try:
+            write_result(result, out_dir, plots=plots)
+        except OSError as exc:
+            raise StackSimError(f"cannot write the results to '{out_dir}': {exc.strerror or exc}") from None
     except StackSimError as exc:
         _fail(exc)
         return

@@ -341,3 +341,13 @@ def test_python_api_raises_scenario_error_with_problems(tmp_path: Path) -> None:
     assert problem.line == _line_no(path.read_text(encoding="utf-8"), "regoin:", None)
     assert "region" in problem.message
     assert str(err).startswith(f"{path}, line {problem.line}, field 'pools.h100.regoin': ")
+
+
+def test_unwritable_output_folder_exits_2(tmp_path: Path) -> None:
+    """An --out path that cannot be a folder (it is a file) is bad input too: exit 2, one line."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["run", str(QUICKSTART_PATH), "--out", str(blocker / "run"), "--no-plots"])
+    assert result.exit_code == 2
+    assert "cannot write the results" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
