@@ -162,5 +162,5 @@ def predict(a: PredictArgs) -> dict[str, Any]:
         "e2e_ms": _stats(done["e2e_s"].to_numpy(dtype=float)),
         "kv_capacity_tokens_per_replica": result.summary["deployments"]["model"]["kv_capacity_tokens_per_replica"],
         "preemptions": result.summary["requests"]["preemptions"],
-        "calibration": "uncalibrated first-principles roofline (see README: accuracy)",
+        "calibration": "fitted efficiencies, calibration/REPORT.md (params v1); held-out median error ~18-20%",
     }

@@ -27,7 +27,7 @@ KINDS = ("prefill_ms", "decode_ms", "e2e_ms", "static_tok_s_gpu")
 @dataclass(frozen=True)
 class Point:
     dataset: str
-    engine: str  # engine family whose overheads apply: splitwise-2023, vllm, trtllm
+    engine: str  # engine family whose overheads apply: splitwise-2023, vllm, vllm-rocm, trtllm
     version: str
     model: str  # catalog id
     accelerator: str  # catalog id
@@ -127,7 +127,7 @@ def _vllm(root: Path) -> list[Point]:
                              float(r.value), r.source))
     amd = df[df.engine.str.contains("benchmark_latency.py; ROCm", regex=False) & (df.metric == "avg_e2e_latency_s")]
     for r in amd.itertuples():
-        out.append(Point("vllm-rocm", "vllm", "rocm", "llama-3.1-405b", "mi300x", 8, "fp8", "e2e_ms", int(r.batch_size),
+        out.append(Point("vllm-rocm", "vllm-rocm", "rocm", "llama-3.1-405b", "mi300x", 8, "fp8", "e2e_ms", int(r.batch_size),
                          int(r.isl), int(r.osl), 0.0, float(r.value) * 1000.0, r.source))
     return out
 

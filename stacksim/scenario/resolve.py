@@ -211,7 +211,7 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
                 )
             )
             continue
-        params = cost_params(model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype)
+        params = cost_params(model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype, eng.cost_model, eng.kind)
         rs.deployments[name] = ResolvedDeployment(name, dep, model, pool, plan, params, mml)
 
     for pname, n in used.items():

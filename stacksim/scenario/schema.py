@@ -96,6 +96,11 @@ class VllmEngine(Strict):
         default=None, ge=16, description="Longest prompt+output accepted; defaults to the model's context."
     )
     kv_cache_dtype: Literal["auto", "fp8"] = Field(default="auto", description="auto = model dtype.")
+    cost_model: Literal["calibrated", "first_principles"] = Field(
+        default="calibrated",
+        description="calibrated: efficiencies fitted to measurements (calibration/REPORT.md); "
+        "first_principles: the sourced constants of serving/costmodel.py.",
+    )
     runtime_overhead_gb: float = Field(
         default=1.5,
         ge=0,

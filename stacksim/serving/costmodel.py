@@ -7,8 +7,11 @@ issue (#3) replaces the efficiency factors with values fitted to measurements.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -173,8 +176,58 @@ def compute_precision(acc: Accelerator, precision: str) -> str:
     return cp
 
 
-def cost_params(model: ModelArch, acc: Accelerator, tp: int, pp: int, precision: str, kv_cache_dtype: str) -> np.ndarray:
-    """The parameter vector of :func:`stacksim.kernels.cost.step_time` for one replica."""
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "calibration" / "params_v1.json"
+
+
+@lru_cache(maxsize=1)
+def calibrated_parameters() -> dict[str, float]:
+    """The fitted parameters (``make calibrate`` writes them; see calibration/REPORT.md)."""
+    return dict(json.loads(PARAMS_FILE.read_text())["parameters"])
+
+
+def engine_family(engine_kind: str, acc: Accelerator) -> str:
+    """Which fitted profile applies: vLLM on AMD GPUs (ROCm kernels) is its own family."""
+    if engine_kind == "vllm" and acc.vendor.strip().lower() == "amd":
+        return "vllm-rocm"
+    return engine_kind
+
+
+def apply_calibration(p: np.ndarray, params: dict[str, float], family: str, fp8_compute: bool) -> np.ndarray:
+    """Replace the first-principles efficiencies of ``p`` by fitted ones (shared + per engine)."""
+    q = p.copy()
+    q[K.EFF_MAX] = min(1.0, q[K.EFF_MAX] * params[f"eff_scale_{family}"])
+    q[K.EFF_HALF_TOKENS] = params["t_half"]
+    q[K.EFF_MEM] = params[f"eff_mem_{family}"]
+    q[K.EFF_ATTN] = params["eff_attn"]
+    if fp8_compute:
+        q[K.PEAK_FLOPS] *= params["fp8_eff"]
+    q[K.STEP_OVERHEAD_S] = params[f"overhead_{family}"]
+    return q
+
+
+def cost_params(
+    model: ModelArch,
+    acc: Accelerator,
+    tp: int,
+    pp: int,
+    precision: str,
+    kv_cache_dtype: str,
+    calibration: str = "first_principles",
+    engine_kind: str = "vllm",
+) -> np.ndarray:
+    """The parameter vector of :func:`stacksim.kernels.cost.step_time` for one replica.
+
+    ``calibration="calibrated"`` applies the fitted efficiencies of the engine's family
+    (``stacksim/calibration/params_v1.json``); ``"first_principles"`` keeps the sourced
+    constants above (the calibration fit starts from those).
+    """
+    p = _first_principles(model, acc, tp, pp, precision, kv_cache_dtype)
+    if calibration == "calibrated":
+        p = apply_calibration(p, calibrated_parameters(), engine_family(engine_kind, acc), compute_precision(acc, precision) == "fp8")
+    return p
+
+
+def _first_principles(model: ModelArch, acc: Accelerator, tp: int, pp: int, precision: str, kv_cache_dtype: str) -> np.ndarray:
     p = np.zeros(K.N_PARAMS)
     stage = 1.0 / (tp * pp)  # share of the layer stack's work on one GPU
     wbytes = WEIGHT_BYTES[precision]
