@@ -253,6 +253,99 @@ def predict(
 
 
 @app.command()
+def sweep(
+    target: Annotated[str, typer.Argument(help="A sweep file, or the word 'report'.")],
+    results: Annotated[Path | None, typer.Argument(help="With 'report': the results folder.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Results folder (default runs/sweep-<name>).")] = None,
+    backend: Annotated[str, typer.Option(help="Where runs execute: local (a process pool).")] = "local",
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
+) -> None:
+    """Run a sweep (resumable) into a Parquet dataset, or `stacksim sweep report RESULTS`."""
+    if target == "report":
+        if results is None:
+            _fail(StackSimError("usage: stacksim sweep report RESULTS_FOLDER"))
+            return
+        _sweep_report(results)
+        return
+    from stacksim.sweep.runner import run_sweep
+
+    path = Path(target)
+    out_dir = out or Path("runs") / f"sweep-{path.stem}"
+    if workers is not None and workers < 1:
+        _fail(StackSimError(f"--workers must be >= 1; got {workers}"))
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), console=err_console, transient=True)
+    task = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("sweep", total=total, completed=done)
+        bar.update(task, completed=done)
+
+    t0 = time.perf_counter()
+    try:
+        with bar:
+            df = run_sweep(path, out_dir, backend=backend, workers=workers, progress=progress)
+    except StackSimError as exc:
+        _fail(exc)
+        return
+    ok = int((df["status"] == "ok").sum())
+    out_console.print(
+        f"{len(df)} runs in {out_dir} ({ok} ok, {len(df) - ok} failed), {time.perf_counter() - t0:.1f} s; "
+        f"`stacksim sweep report {out_dir}` for the analysis, or query {out_dir}/sweep.duckdb (view `runs`)."
+    )
+
+
+def _sweep_report(results: Path) -> None:
+    from stacksim.sweep.report import METRICS, report
+
+    try:
+        rep = report(results)
+    except FileNotFoundError as exc:
+        _fail(StackSimError(str(exc)))
+        return
+    out_console.print(f"[bold]{results}[/]: {rep['runs']} runs, {rep['failed']} failed")
+    for r in rep["failures"].itertuples():
+        out_console.print(f"  failed run {r.run_index}: {escape(str(r.error).splitlines()[0])}")
+    pts = rep["points"]
+    params = [c for c in pts.columns if c.startswith("param:")]
+    t = Table(title="Pareto front: spend vs p99 TTFT (mean over seeds)", title_justify="left")
+    for c in [p.removeprefix("param:") for p in params] + ["$/month", "TTFT p99", "TPOT p99", "tok/s"]:
+        t.add_column(c, justify="right")
+    for r in rep["pareto"].itertuples(index=False):
+        d = r._asdict()
+        vals = [str(pts.loc[pts["point"] == d["point"], p].iloc[0]) for p in params]
+        t.add_row(*vals, f"{d['spend_usd_per_month']:,.0f}", f"{d['ttft_p99_ms']:.1f}", f"{d['tpot_p99_ms']:.1f}",
+                  f"{d['output_tokens_per_s']:,.0f}")
+    out_console.print(t)
+    s = Table(title="sensitivity: Spearman rank correlation / swing (max-min of means, relative)", title_justify="left")
+    s.add_column("parameter")
+    for m in METRICS:
+        s.add_column(m, justify="right")
+    sens = rep["sensitivity"]
+    for p in sens["parameter"].unique() if len(sens) else []:
+        row = [p]
+        for m in METRICS:
+            hit = sens[(sens.parameter == p) & (sens.metric == m)]
+            row.append("-" if hit.empty else f"{hit.spearman.iloc[0]:+.2f} / {hit.swing.iloc[0]:.2f}".replace("nan", "n/a"))
+        s.add_row(*row)
+    out_console.print(s)
+    for p in rep["plots"]:
+        out_console.print(f"plot: {p}")
+
+
+@app.command()
 def catalog(
     kind: Annotated[str, typer.Argument(help="accelerators or models")] = "accelerators",
 ) -> None:

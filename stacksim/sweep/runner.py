@@ -1,0 +1,198 @@
+"""Running a sweep: backends behind one interface, results stored as they arrive.
+
+Each run is a pure function of (sweep, run): it loads the scenario for the point, runs it, and
+returns one flat row of headline metrics (or the error). Backends only decide where that
+function executes; rows are written in run order, so every backend gives the same dataset.
+
+Results live in ``OUT/runs/part-*.parquet`` (a Parquet dataset, one file per flush, written
+atomically), optional ``OUT/requests/run-<id>.parquet``, and ``OUT/sweep.duckdb`` with a view
+``runs`` over the dataset. A restarted sweep reads the run ids already stored and skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stacksim.errors import StackSimError
+from stacksim.sweep.spec import Run, Sweep, load_sweep
+
+# At most this much finished work is lost (and redone) if a sweep is killed.
+FLUSH_EVERY_S = float(os.environ.get("STACKSIM_SWEEP_FLUSH_S", "2.0"))
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """The metrics a sweep keeps per run (flat columns)."""
+    lat = summary["latency_ms"]
+    deps = summary["deployments"].values()
+    util = [d["utilisation"] for d in deps]
+    att = summary["slo"].get("attainment_all")
+    return {
+        "arrived": summary["requests"]["arrived"],
+        "completed": summary["requests"]["completed"],
+        "rejected": summary["requests"]["rejected"],
+        "in_flight": summary["requests"]["in_flight"],
+        "preemptions": summary["requests"]["preemptions"],
+        "ttft_p50_ms": lat["ttft"]["p50"],
+        "ttft_p99_ms": lat["ttft"]["p99"],
+        "tpot_p50_ms": lat["tpot"]["p50"],
+        "tpot_p99_ms": lat["tpot"]["p99"],
+        "e2e_p99_ms": lat["e2e"]["p99"],
+        "requests_per_s": summary["throughput"]["requests_per_s"],
+        "output_tokens_per_s": summary["throughput"]["output_tokens_per_s"],
+        "utilisation": sum(util) / len(util) if util else 0.0,
+        "slo_attainment": att,
+        "spend_usd_per_hour": summary["spend"]["gpu_usd_per_hour"],
+        "spend_usd_per_month": summary["spend"]["gpu_usd_per_month"],
+    }
+
+
+def execute(sweep_file: str, run: Run, requests_dir: str | None) -> dict[str, Any]:
+    """Run one point (in a worker). Never raises: an error becomes a failed row."""
+    from stacksim.api import run_scenario
+
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"run_index": run.index, "run_id": run.run_id, "point": run.point, "seed": run.seed}
+    row.update({f"param:{k}": v for k, v in run.values.items()})
+    try:
+        sweep = _cached_sweep(sweep_file)
+        result = run_scenario(sweep.load(run), seed=run.seed)
+        row.update(headline(result.summary))
+        row["scenario_sha256"] = result.summary["scenario_sha256"]
+        row["status"] = "ok"
+        row["error"] = ""
+        if requests_dir:
+            result.requests.to_parquet(Path(requests_dir) / f"run-{run.run_id}.parquet", index=False)
+    except StackSimError as exc:
+        row.update(status="failed", error=str(exc), scenario_sha256="")
+    except Exception as exc:  # noqa: BLE001 - a sweep records a failed point and goes on
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}", scenario_sha256="")
+    row["wall_s"] = round(time.perf_counter() - t0, 4)
+    return row
+
+
+_SWEEPS: dict[str, Sweep] = {}
+
+
+def _cached_sweep(path: str) -> Sweep:
+    if path not in _SWEEPS:
+        _SWEEPS[path] = load_sweep(path)
+    return _SWEEPS[path]
+
+
+class LocalBackend:
+    """A process pool on this machine (the default, one worker per core)."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = max(1, workers or os.cpu_count() or 1)
+
+    def map(self, sweep_file: str, runs: list[Run], requests_dir: str | None) -> Iterator[dict[str, Any]]:
+        if self.workers == 1:
+            for r in runs:
+                yield execute(sweep_file, r, requests_dir)
+            return
+        with ProcessPoolExecutor(max_workers=self.workers) as pool:
+            pending = {pool.submit(execute, sweep_file, r, requests_dir) for r in runs[: self.workers * 2]}
+            nxt = len(pending)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    yield f.result()
+                    if nxt < len(runs):
+                        pending.add(pool.submit(execute, sweep_file, runs[nxt], requests_dir))
+                        nxt += 1
+
+
+BACKENDS: dict[str, Callable[..., Any]] = {"local": LocalBackend}
+
+
+def stored_ids(out: Path) -> set[str]:
+    parts = sorted((out / "runs").glob("part-*.parquet"))
+    if not parts:
+        return set()
+    return set(pd.concat([pd.read_parquet(p, columns=["run_id"]) for p in parts])["run_id"])
+
+
+def _flush(out: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    d = out / "runs"
+    n = len(list(d.glob("part-*.parquet")))
+    tmp = d / f".part-{n:05d}.parquet.tmp"
+    pd.DataFrame(rows).to_parquet(tmp, index=False)
+    os.replace(tmp, d / f"part-{n:05d}.parquet")  # atomic: a kill never leaves half a part
+
+
+def load_results(out: str | Path) -> pd.DataFrame:
+    """Every stored run, sorted by run index (the same on every backend)."""
+    parts = sorted((Path(out) / "runs").glob("part-*.parquet"))
+    if not parts:
+        return pd.DataFrame()
+    df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    return df.sort_values("run_index").reset_index(drop=True)
+
+
+def write_duckdb(out: Path) -> Path | None:
+    """A DuckDB file with a view `runs` over the Parquet dataset (if duckdb is installed)."""
+    try:
+        import duckdb
+    except ImportError:  # pragma: no cover - duckdb is a dependency; keep the sweep usable anyway
+        return None
+    path = out / "sweep.duckdb"
+    con = duckdb.connect(str(path))
+    try:
+        glob = str((out / "runs" / "part-*.parquet").resolve())
+        con.execute(f"CREATE OR REPLACE VIEW runs AS SELECT * FROM read_parquet('{glob}', union_by_name=true)")
+    finally:
+        con.close()
+    return path
+
+
+def run_sweep(
+    sweep_file: str | Path,
+    out: str | Path,
+    backend: str = "local",
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **backend_args: Any,
+) -> pd.DataFrame:
+    """Run (or resume) a sweep into ``out``; returns every stored run."""
+    sweep = load_sweep(sweep_file)
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    req_dir = None
+    if sweep.spec.per_request:
+        (out / "requests").mkdir(exist_ok=True)
+        req_dir = str(out / "requests")
+    done = stored_ids(out)
+    runs = [r for r in sweep.runs() if r.run_id not in done]
+    total = len(sweep.runs())
+    if backend not in BACKENDS:
+        raise StackSimError(f"unknown backend '{backend}'; available here: {', '.join(BACKENDS)}")
+    be = BACKENDS[backend](workers=workers, **backend_args)
+    buf: list[dict[str, Any]] = []
+    finished = total - len(runs)
+    if progress:
+        progress(finished, total)
+    last = time.monotonic()
+    for row in be.map(str(Path(sweep_file).resolve()), runs, req_dir):
+        buf.append(row)
+        finished += 1
+        if progress:
+            progress(finished, total)
+        if time.monotonic() - last >= FLUSH_EVERY_S:
+            _flush(out, buf)
+            buf, last = [], time.monotonic()
+    _flush(out, buf)
+    write_duckdb(out)
+    return load_results(out)
+
