@@ -257,8 +257,9 @@ def sweep(
     target: Annotated[str, typer.Argument(help="A sweep file, or the word 'report'.")],
     results: Annotated[Path | None, typer.Argument(help="With 'report': the results folder.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Results folder (default runs/sweep-<name>).")] = None,
-    backend: Annotated[str, typer.Option(help="Where runs execute: local (a process pool).")] = "local",
+    backend: Annotated[str, typer.Option(help="Where runs execute: local (a process pool) or ray.")] = "local",
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (ray://host:10001 or auto); default: start a local Ray.")] = None,
 ) -> None:
     """Run a sweep (resumable) into a Parquet dataset, or `stacksim sweep report RESULTS`."""
     if target == "report":
@@ -273,6 +274,9 @@ def sweep(
     out_dir = out or Path("runs") / f"sweep-{path.stem}"
     if workers is not None and workers < 1:
         _fail(StackSimError(f"--workers must be >= 1; got {workers}"))
+        return
+    if address and backend != "ray":
+        _fail(StackSimError("--address is for --backend ray"))
         return
     from rich.progress import (
         BarColumn,
@@ -296,7 +300,8 @@ def sweep(
     t0 = time.perf_counter()
     try:
         with bar:
-            df = run_sweep(path, out_dir, backend=backend, workers=workers, progress=progress)
+            df = run_sweep(path, out_dir, backend=backend, workers=workers, progress=progress,
+                           **({"address": address} if address else {}))
     except StackSimError as exc:
         _fail(exc)
         return

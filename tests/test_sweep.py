@@ -149,3 +149,13 @@ def test_duckdb_view_and_report(tmp_path: Path) -> None:
 def test_bundled_sweeps_load() -> None:
     for f in sorted((REPO / "scenarios" / "sweeps").glob("*.yaml")):
         assert load_sweep(f).runs()
+
+
+def test_ray_backend_gives_identical_results(tmp_path: Path) -> None:
+    """The same sweep on a local Ray (started by the backend: no dashboard, small object store)
+    and on the process pool: identical rows but for wall time."""
+    pytest.importorskip("ray")
+    p = write(tmp_path, GRID)
+    a = run_sweep(p, tmp_path / "local", workers=2)
+    b = run_sweep(p, tmp_path / "ray", backend="ray", workers=2)
+    pd.testing.assert_frame_equal(_comparable(a), _comparable(b))

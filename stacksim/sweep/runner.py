@@ -112,7 +112,43 @@ class LocalBackend:
                         nxt += 1
 
 
-BACKENDS: dict[str, Callable[..., Any]] = {"local": LocalBackend}
+class RayBackend:
+    """Runs on a Ray cluster: ``address`` of a running one (``ray://host:10001`` or ``auto``), or
+    a local Ray started for the sweep (no dashboard, a small object store) when none is given.
+    Each run is one Ray task of :func:`execute`; the sweep file must be readable at the same
+    path on the workers (a shared filesystem, or the same checkout on every node)."""
+
+    name = "ray"
+
+    def __init__(self, workers: int | None = None, address: str | None = None):
+        self.workers = workers
+        self.address = address
+
+    def map(self, sweep_file: str, runs: list[Run], requests_dir: str | None) -> Iterator[dict[str, Any]]:
+        try:
+            import ray
+        except ImportError:
+            raise StackSimError("the ray backend needs Ray: pip install 'stacksim[ray]' (or pip install ray)") from None
+        started = False
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.workers or os.cpu_count() or 1, include_dashboard=False,
+                         object_store_memory=100 * 1024 * 1024, log_to_driver=False)
+            started = True
+        try:
+            task = ray.remote(execute)
+            pending = [task.remote(sweep_file, r, requests_dir) for r in runs]
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(done[0])
+        finally:
+            if started:
+                ray.shutdown()
+
+
+BACKENDS: dict[str, Callable[..., Any]] = {"local": LocalBackend, "ray": RayBackend}
 
 
 def stored_ids(out: Path) -> set[str]:
@@ -178,7 +214,7 @@ def run_sweep(
     total = len(sweep.runs())
     if backend not in BACKENDS:
         raise StackSimError(f"unknown backend '{backend}'; available here: {', '.join(BACKENDS)}")
-    be = BACKENDS[backend](workers=workers, **backend_args)
+    be = BACKENDS[backend](workers=workers, **{k: v for k, v in backend_args.items() if v is not None})
     buf: list[dict[str, Any]] = []
     finished = total - len(runs)
     if progress:
