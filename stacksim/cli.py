@@ -351,6 +351,47 @@ def _sweep_report(results: Path) -> None:
 
 
 @app.command()
+def optimize(
+    file: Annotated[Path, typer.Argument(help="An optimize file (base scenario, knobs, constraints).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default runs/optimize-<name>).")] = None,
+) -> None:
+    """Find the cheapest configuration of the knobs that meets the constraints."""
+    from stacksim.sweep.optimize import capacity, write_outputs
+    from stacksim.sweep.optimize import optimize as run_optimize
+
+    out_dir = out or Path("runs") / f"optimize-{file.stem}"
+    try:
+        res = run_optimize(file)
+        written = write_outputs(res, out_dir)
+    except StackSimError as exc:
+        _fail(exc)
+        return
+    t = Table(title="candidates, cheapest first", title_justify="left")
+    knobs = list(res["spec"].knobs)
+    for c in [*knobs, "$/month", "status", "why"]:
+        t.add_column(c)
+    for c in sorted(res["candidates"], key=lambda c: (c.spend_usd_per_month is None, c.spend_usd_per_month or 0)):
+        spend = "-" if c.spend_usd_per_month is None else f"{c.spend_usd_per_month:,.0f}"
+        t.add_row(*[escape(str(c.values[k])) for k in knobs], spend, c.status, escape(c.reason[:90]))
+    out_console.print(t)
+    best = res["best"]
+    if best is None:
+        out_console.print("[bold red]no candidate meets the constraints[/]; see the reasons above")
+        raise typer.Exit(1)
+    out_console.print(f"[bold green]optimum[/]: {best.values} at ${best.spend_usd_per_month:,.0f}/month "
+                      f"(p99 TTFT {best.metrics.get('ttft_p99_ms', float('nan')):.1f} ms, p99 TPOT "
+                      f"{best.metrics.get('tpot_p99_ms', float('nan')):.1f} ms, worst over seeds)")
+    cap = res["spec"].capacity
+    if cap is not None:
+        top, trace = capacity(file, best.values, cap)
+        steps = ", ".join(f"{x:g}{'+' if ok else '-'}" for x, ok in trace)
+        msg = "not even the low end meets the constraints" if top is None else f"{cap.path} up to {top:g}"
+        out_console.print(f"capacity of the optimum: {msg} (bisection: {steps})")
+    for p in written:
+        out_console.print(f"wrote {p}")
+
+
+@app.command()
 def catalog(
     kind: Annotated[str, typer.Argument(help="accelerators or models")] = "accelerators",
 ) -> None:
