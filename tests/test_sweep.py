@@ -159,3 +159,12 @@ def test_ray_backend_gives_identical_results(tmp_path: Path) -> None:
     a = run_sweep(p, tmp_path / "local", workers=2)
     b = run_sweep(p, tmp_path / "ray", backend="ray", workers=2)
     pd.testing.assert_frame_equal(_comparable(a), _comparable(b))
+
+
+def test_per_request_data(tmp_path: Path) -> None:
+    """per_request: true stores each run's request table next to the runs."""
+    p = write(tmp_path, "base: base.yaml\nper_request: true\nparameters:\n  workloads.chat.arrival.rate_per_s: [2, 4]\n")
+    df = run_sweep(p, tmp_path / "out", workers=1)
+    for rid, arrived in zip(df["run_id"], df["arrived"]):
+        req = pd.read_parquet(tmp_path / "out" / "requests" / f"run-{rid}.parquet")
+        assert len(req) == arrived
