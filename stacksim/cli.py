@@ -392,6 +392,20 @@ def optimize(
 
 
 @app.command()
+def dashboard(
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+) -> None:
+    """Open the Streamlit dashboard (the same as `streamlit run dashboard/app.py`)."""
+    import subprocess
+
+    app_path = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    if not app_path.is_file():
+        _fail(StackSimError(f"the dashboard is not next to this installation ({app_path}); run it from a checkout"))
+        return
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port)]))
+
+
+@app.command()
 def catalog(
     kind: Annotated[str, typer.Argument(help="accelerators or models")] = "accelerators",
 ) -> None:

@@ -1,0 +1,257 @@
+"""stacksim dashboard: explore one scenario without writing YAML by hand.
+
+    streamlit run dashboard/app.py        (or: stacksim dashboard)
+
+A thin client of the Python API: it edits a scenario's data, validates it with the same loader
+as the CLI (same messages), runs it with ``run_scenario`` (cached by the scenario text and
+seed), and shows the result. Nothing here knows how the simulation works.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import streamlit as st
+import yaml
+
+from stacksim import ScenarioError, load_scenario_text, run_scenario
+from stacksim.catalog import accelerators, models
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "scenarios"
+MAX_UPLOAD_BYTES = 1024 * 1024
+PRECISIONS = ["bf16", "fp16", "fp8", "int8", "int4_awq", "int4_gptq", "fp4", "mxfp4", "nvfp4"]
+BALANCERS = ["round_robin", "least_outstanding", "random", "shared_queue"]
+
+
+def bundled() -> dict[str, Path]:
+    return {p.name: p for p in sorted(SCENARIOS.glob("*.yaml"))}
+
+
+@st.cache_resource
+def _results() -> dict[str, dict[str, Any]]:
+    """Results by scenario hash (sha256 of the scenario text) and seed, shared by sessions."""
+    return {}
+
+
+def simulate(text: str, name: str, seed: int) -> dict[str, Any]:
+    """Run a scenario, or return the cached result of the same text and seed. A progress bar
+    over simulated time shows while a new run goes."""
+    import hashlib
+
+    key = f"{hashlib.sha256(text.encode()).hexdigest()}:{seed}"
+    cache = _results()
+    if key in cache:
+        return cache[key]
+    bar = st.progress(0.0, text="simulating...")
+
+    def progress(now: float, horizon: float) -> None:
+        bar.progress(min(1.0, now / horizon), text=f"simulating... {now:,.0f} / {horizon:,.0f} simulated s")
+
+    try:
+        res = run_scenario(load_scenario_text(text, name), seed=seed, progress=progress)
+    finally:
+        bar.empty()
+    if len(cache) > 32:
+        cache.pop(next(iter(cache)))
+    cache[key] = {"summary": res.summary, "requests": res.requests, "timeseries": res.timeseries, "resolved": res.resolved_yaml}
+    return cache[key]
+
+
+def load_text(choice: str) -> tuple[str, str]:
+    if choice == "upload":
+        up = st.session_state.get("upload")
+        if up is None:
+            return "", "upload.yaml"
+        if up.size > MAX_UPLOAD_BYTES:
+            st.error(f"{up.name} is larger than {MAX_UPLOAD_BYTES // 1024} KiB; that is not a scenario file.")
+            st.stop()
+        return up.getvalue().decode("utf-8", errors="replace"), up.name
+    path = bundled()[choice]
+    return path.read_text(encoding="utf-8"), str(path)  # the full path: relative trace paths resolve
+
+
+def knobs(data: dict[str, Any]) -> dict[str, Any]:
+    """Sidebar controls for the main knobs; returns the edited data."""
+    sb = st.sidebar
+    accs = sorted(accelerators())
+    mods = sorted(models())
+    for name, pool in data.get("pools", {}).items():
+        sb.markdown(f"**pool `{name}`**")
+        if pool.get("accelerator") in accs:
+            pool["accelerator"] = sb.selectbox("accelerator", accs, index=accs.index(pool["accelerator"]), key=f"acc:{name}")
+        pool["count"] = int(sb.number_input("accelerators", 1, 4096, int(pool.get("count", 1)), key=f"count:{name}"))
+    for name, dep in data.get("deployments", {}).items():
+        sb.markdown(f"**deployment `{name}`**")
+        if dep.get("model") in mods:
+            dep["model"] = sb.selectbox("model", mods, index=mods.index(dep["model"]), key=f"model:{name}")
+        dep["precision"] = sb.selectbox("precision", PRECISIONS, index=PRECISIONS.index(dep.get("precision", "bf16")), key=f"prec:{name}")
+        dep["replicas"] = int(sb.number_input("replicas", 1, 4096, int(dep.get("replicas", 1)), key=f"replicas:{name}"))
+        dep["tensor_parallel"] = int(sb.selectbox("tensor parallel", [1, 2, 4, 8], index=[1, 2, 4, 8].index(int(dep.get("tensor_parallel", 1))) if int(dep.get("tensor_parallel", 1)) in (1, 2, 4, 8) else 0, key=f"tp:{name}"))
+        lb = dep.get("load_balancer", {}).get("kind", "round_robin")
+        dep["load_balancer"] = {"kind": sb.selectbox("load balancer", BALANCERS, index=BALANCERS.index(lb), key=f"lb:{name}")}
+    for name, w in data.get("workloads", {}).items():
+        arr = w.get("arrival", {})
+        if "rate_per_s" in arr:
+            sb.markdown(f"**workload `{name}`**")
+            arr["rate_per_s"] = float(sb.number_input("requests per second", 0.01, 1e6, float(arr["rate_per_s"]), key=f"rate:{name}"))
+    return data
+
+
+def cdf_figure(df: pd.DataFrame, warm: float) -> plt.Figure:
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    m = (df["status"] == "completed") & (df["arrival_s"] >= warm)
+    for ax, col, title in zip(axes, ("ttft_s", "tpot_s", "e2e_s"), ("TTFT", "TPOT", "end-to-end")):
+        for dep in df["deployment"].cat.categories:
+            v = np.sort(df.loc[m & (df["deployment"] == dep), col].to_numpy(dtype=float))
+            v = v[np.isfinite(v)] * 1000
+            if v.size:
+                ax.plot(v, np.arange(1, v.size + 1) / v.size, label=str(dep))
+        ax.set_xscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("ms")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def levels_figure(ts: dict[str, pd.DataFrame]) -> plt.Figure:
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2), sharex=True)
+    for name, t in ts.items():
+        for ax, col, title in zip(axes, ("waiting", "running", "kv_used", "busy"), ("queue", "running batch", "KV occupancy", "busy")):
+            ax.plot(t["t_s"], t[col], label=name)
+            ax.set_title(title)
+            ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def headline(s: dict[str, Any], pinned: dict[str, Any] | None) -> None:
+    def val(d: dict[str, Any], *path: str) -> float | None:
+        for p in path:
+            d = d.get(p) if isinstance(d, dict) else None
+        return d  # type: ignore[return-value]
+
+    items = [
+        ("p50 TTFT (ms)", ("latency_ms", "ttft", "p50"), True),
+        ("p99 TTFT (ms)", ("latency_ms", "ttft", "p99"), True),
+        ("p50 TPOT (ms)", ("latency_ms", "tpot", "p50"), True),
+        ("p99 TPOT (ms)", ("latency_ms", "tpot", "p99"), True),
+        ("output tok/s", ("throughput", "output_tokens_per_s"), False),
+        ("spend $/month", ("spend", "gpu_usd_per_month"), True),
+        ("SLO attainment", ("slo", "attainment_all"), False),
+        ("rejected", ("requests", "rejected"), True),
+    ]
+    cols = st.columns(len(items))
+    for col, (label, path, lower_better) in zip(cols, items):
+        v = val(s, *path)
+        p = val(pinned, *path) if pinned else None
+        delta = None if v is None or p is None else round(v - p, 3)
+        col.metric(label, "-" if v is None else f"{v:,.2f}", delta=delta, delta_color="inverse" if lower_better else "normal")
+
+
+def main() -> None:
+    st.set_page_config(page_title="stacksim", layout="wide")
+    st.title("stacksim")
+    st.caption("Simulate an AI serving stack: latency, throughput and GPU spend. Change a knob in the sidebar, then Run.")
+    names = list(bundled())
+    options = [*names, "upload"]
+    default = names.index("quickstart.yaml") if "quickstart.yaml" in names else 0
+    choice = st.sidebar.selectbox("scenario", options, index=default, key="scenario",
+                                  format_func=lambda x: "upload a YAML file..." if x == "upload" else x)
+    if choice == "upload":
+        st.sidebar.file_uploader("scenario YAML", type=["yaml", "yml"], key="upload")
+    base_text, name = load_text(choice)
+    seed = int(st.sidebar.number_input("seed", 0, 2**31 - 1, 0, key="seed"))
+    if not base_text:
+        st.info("Upload a scenario file to start.")
+        return
+    with st.expander("scenario YAML (edit freely; the sidebar edits the same data)"):
+        edited_text = st.text_area("YAML", base_text, height=260, key=f"yaml:{choice}")
+    # Validate the file as written first (the loader names file, line and field), and only then
+    # offer knobs over it: a widget must never be handed a value the scenario would reject.
+    try:
+        load_scenario_text(edited_text, name)
+    except ScenarioError as exc:
+        st.error(str(exc))
+        return
+    data = yaml.safe_load(edited_text)
+    data = knobs(data)
+    text = yaml.safe_dump(data, sort_keys=False)
+    try:
+        load_scenario_text(text, name)
+    except ScenarioError as exc:
+        st.error(str(exc))
+        return
+    tab_run, tab_sweep = st.tabs(["run", "sweep results"])
+    with tab_run:
+        c1, c2, c3 = st.columns([1, 1, 4])
+        run = c1.button("Run", type="primary", key="run")
+        pin = c2.button("Pin this run", key="pin")
+        if run:
+            st.session_state["result"] = simulate(text, name, seed)
+            st.session_state["result_text"] = text
+        res = st.session_state.get("result")
+        if pin and res is not None:
+            st.session_state["pinned"] = res["summary"]
+        if res is None:
+            st.info("Press Run.")
+        else:
+            s = res["summary"]
+            if st.session_state.get("result_text") != text:
+                c3.warning("The knobs changed since this run: press Run to update.")
+            pinned = st.session_state.get("pinned")
+            headline(s, pinned)
+            r = s["requests"]
+            st.caption(
+                f"{s['scenario']} · seed {s['seed']} · scenario sha256 {s['scenario_sha256'][:12]} · arrived {r['arrived']:,} = "
+                f"completed {r['completed']:,} + failed {r['failed']:,} + rejected {r['rejected']:,} + in flight {r['in_flight']:,}"
+                + (" · deltas against the pinned run" if pinned else "")
+            )
+            st.pyplot(cdf_figure(res["requests"], s["time"]["warmup_s"]))
+            st.pyplot(levels_figure(res["timeseries"]))
+            spend = pd.DataFrame({name: {"spend_usd": p["spend_usd"], "idle_spend_usd": p["idle_spend_usd"]} for name, p in s["pools"].items()}).T
+            st.markdown("**spend of this run by pool (USD)**")
+            st.bar_chart(spend)
+            st.dataframe(pd.DataFrame(s["deployments"]).T[["model", "accelerator", "replicas", "utilisation", "mean_running", "mean_kv_used", "preemptions", "requests_per_s", "spend_usd"]])
+            d1, d2, d3 = st.columns(3)
+            d1.download_button("scenario YAML", text, file_name=Path(name).name, key="dl_yaml")
+            d2.download_button("summary.json", json.dumps(s, indent=2), file_name="summary.json", key="dl_summary")
+            buf = io.StringIO()
+            res["requests"].to_csv(buf, index=False)
+            d3.download_button("requests.csv", buf.getvalue(), file_name="requests.csv", key="dl_requests")
+    with tab_sweep:
+        folder = st.text_input("results folder of `stacksim sweep`", key="sweep_dir")
+        if folder:
+            from stacksim.sweep.report import by_point, pareto
+            from stacksim.sweep.runner import load_results
+
+            df = load_results(folder)
+            if df.empty:
+                st.warning(f"no sweep results under {folder}/runs")
+            else:
+                st.dataframe(df)
+                pts = by_point(df)
+                front = pareto(pts)
+                fig, ax = plt.subplots(figsize=(7, 4))
+                ax.scatter(pts["spend_usd_per_month"], pts["ttft_p99_ms"], s=14, alpha=0.6, label="points")
+                ax.plot(front["spend_usd_per_month"], front["ttft_p99_ms"], "r-o", ms=4, label="Pareto front")
+                ax.set_xlabel("USD per month")
+                ax.set_ylabel("p99 TTFT, ms")
+                ax.set_yscale("log")
+                ax.legend()
+                st.pyplot(fig)
+
+
+main()

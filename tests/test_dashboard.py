@@ -1,0 +1,75 @@
+"""The dashboard (streamlit.testing AppTest): load a scenario, change a knob, run, see the
+numbers move; a broken scenario shows the loader's message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> float:
+    for m in at.metric:
+        if m.label == label:
+            return float(m.value.replace(",", ""))
+    raise KeyError(label)
+
+
+def test_run_then_change_a_knob() -> None:
+    at = app()
+    assert at.selectbox(key="scenario").value == "quickstart.yaml"
+    at.button(key="run").click().run()
+    assert not at.exception, at.exception
+    p99 = metric(at, "p99 TTFT (ms)")
+    spend = metric(at, "spend $/month")
+    assert p99 > 0 and spend > 0
+    # Halve the fleet: two replicas on two GPUs. Latency goes up, spend halves.
+    at.number_input(key="count:h100").set_value(2)
+    at.number_input(key="replicas:chat").set_value(2)
+    at.button(key="run").click().run()
+    assert not at.exception, at.exception
+    assert metric(at, "spend $/month") == pytest.approx(spend / 2, rel=1e-6)
+    assert metric(at, "p99 TTFT (ms)") > p99
+
+
+def test_pin_shows_deltas() -> None:
+    at = app()
+    at.button(key="run").click().run()
+    at.button(key="pin").click().run()
+    at.number_input(key="rate:chat").set_value(30.0)
+    at.button(key="run").click().run()
+    deltas = {m.label: m.delta for m in at.metric}
+    assert deltas["output tok/s"] not in (None, "", "0.0")
+
+
+def test_broken_yaml_shows_the_loader_message() -> None:
+    at = app()
+    text = at.text_area(key="yaml:quickstart.yaml").value
+    at.text_area(key="yaml:quickstart.yaml").set_value(text.replace("count: 4", "count: -4")).run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert errors and "field 'pools.h100.count'" in errors[0] and "greater than or equal to 1" in errors[0]
+    at.text_area(key="yaml:quickstart.yaml").set_value("pools: [unclosed\n").run()
+    assert any("malformed YAML" in e.value for e in at.error)
+
+
+def test_every_bundled_scenario_loads() -> None:
+    at = app()
+    for name in at.selectbox(key="scenario").options:
+        if name == "upload a YAML file...":
+            continue
+        at.selectbox(key="scenario").select(name).run()
+        assert not at.exception, (name, at.exception)
+        assert not at.error, (name, [e.value for e in at.error])
