@@ -74,3 +74,11 @@ def test_unknown_metric_and_bad_path_are_errors(tmp_path: Path) -> None:
     opt.write_text(opt.read_text().replace("ttft_p98_ms", "ttft_p99_ms").replace("pools.gpu.accelerator", "pools.gpu2.accelerator"))
     with pytest.raises(ScenarioError, match="'gpu2' does not exist under pools"):
         optimize(opt)
+
+
+def test_bundled_optimize_files_load() -> None:
+    from stacksim.sweep.optimize import load_optimize
+
+    for f in sorted((Path(__file__).resolve().parents[1] / "scenarios" / "optimize").glob("*.yaml")):
+        spec, _, _ = load_optimize(f)
+        assert spec.knobs

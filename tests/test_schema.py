@@ -47,13 +47,13 @@ def test_cli_schema_prints_valid_json_schema() -> None:
 
 def _is_sweep(path: Path) -> bool:
     """A sweep file (a grid over scenarios) is not itself a scenario; recognise one by name or key."""
-    if "sweep" in path.stem.lower() or "sweeps" in path.parts:  # scenarios/sweeps/: tests/test_sweep.py
+    if "sweep" in path.stem.lower() or {"sweeps", "optimize"} & set(path.parts):  # tests/test_sweep.py, test_optimize.py
         return True
     try:
         data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError:
         return False  # let validation report it
-    return isinstance(data, dict) and ("sweep" in data or {"base", "parameters"} <= set(data))
+    return isinstance(data, dict) and ("sweep" in data or {"base", "parameters"} <= set(data) or {"base", "knobs"} <= set(data))
 
 
 BUNDLED = sorted(p for p in (REPO / "scenarios").glob("**/*.yaml") if not _is_sweep(p))
