@@ -130,11 +130,29 @@ def levels_figure(ts: dict[str, pd.DataFrame]) -> plt.Figure:
     for name, t in ts.items():
         for ax, col, title in zip(axes, ("waiting", "running", "kv_used", "busy"), ("queue", "running batch", "KV occupancy", "busy")):
             ax.plot(t["t_s"], t[col], label=name)
+            if col in ("kv_used", "busy"):
+                ax.set_ylim(0, 1.05)
             ax.set_title(title)
             ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _short(v: float | None) -> str:
+    """Numbers that fit a metric tile: 3.92k, 10.2k, 168.9, 0.998."""
+    if v is None:
+        return "-"
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if a >= 1e4:
+        return f"{v / 1e3:.1f}k"
+    if a >= 1e3:
+        return f"{v / 1e3:.2f}k"
+    if a >= 100:
+        return f"{v:.1f}"
+    return f"{v:.3g}" if a < 10 else f"{v:.2f}"
 
 
 def headline(s: dict[str, Any], pinned: dict[str, Any] | None) -> None:
@@ -158,7 +176,7 @@ def headline(s: dict[str, Any], pinned: dict[str, Any] | None) -> None:
         v = val(s, *path)
         p = val(pinned, *path) if pinned else None
         delta = None if v is None or p is None else round(v - p, 3)
-        col.metric(label, "-" if v is None else f"{v:,.2f}", delta=delta, delta_color="inverse" if lower_better else "normal")
+        col.metric(label, _short(v), delta=delta, delta_color="inverse" if lower_better else "normal")
 
 
 def main() -> None:
@@ -173,7 +191,6 @@ def main() -> None:
     if choice == "upload":
         st.sidebar.file_uploader("scenario YAML", type=["yaml", "yml"], key="upload")
     base_text, name = load_text(choice)
-    seed = int(st.sidebar.number_input("seed", 0, 2**31 - 1, 0, key="seed"))
     if not base_text:
         st.info("Upload a scenario file to start.")
         return
@@ -187,6 +204,7 @@ def main() -> None:
         st.error(str(exc))
         return
     data = yaml.safe_load(edited_text)
+    seed = int(st.sidebar.number_input("seed", 0, 2**31 - 1, int(data.get("seed", 0)), key=f"seed:{choice}"))
     data = knobs(data)
     text = yaml.safe_dump(data, sort_keys=False)
     try:
@@ -223,7 +241,7 @@ def main() -> None:
             st.pyplot(levels_figure(res["timeseries"]))
             spend = pd.DataFrame({name: {"spend_usd": p["spend_usd"], "idle_spend_usd": p["idle_spend_usd"]} for name, p in s["pools"].items()}).T
             st.markdown("**spend of this run by pool (USD)**")
-            st.bar_chart(spend)
+            st.bar_chart(spend, height=220)
             st.dataframe(pd.DataFrame(s["deployments"]).T[["model", "accelerator", "replicas", "utilisation", "mean_running", "mean_kv_used", "preemptions", "requests_per_s", "spend_usd"]])
             d1, d2, d3 = st.columns(3)
             d1.download_button("scenario YAML", text, file_name=Path(name).name, key="dl_yaml")

@@ -23,7 +23,9 @@ def app() -> AppTest:
 def metric(at: AppTest, label: str) -> float:
     for m in at.metric:
         if m.label == label:
-            return float(m.value.replace(",", ""))
+            v = m.value.replace(",", "")
+            scale = {"k": 1e3, "M": 1e6}.get(v[-1], 1.0)
+            return float(v.rstrip("kM")) * scale
     raise KeyError(label)
 
 
@@ -40,7 +42,7 @@ def test_run_then_change_a_knob() -> None:
     at.number_input(key="replicas:chat").set_value(2)
     at.button(key="run").click().run()
     assert not at.exception, at.exception
-    assert metric(at, "spend $/month") == pytest.approx(spend / 2, rel=1e-6)
+    assert metric(at, "spend $/month") == pytest.approx(spend / 2, rel=0.01)
     assert metric(at, "p99 TTFT (ms)") > p99
 
 
