@@ -9,6 +9,7 @@ seed), and shows the result. Nothing here knows how the simulation works.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -46,8 +47,6 @@ def _results() -> dict[str, dict[str, Any]]:
 def simulate(text: str, name: str, seed: int) -> dict[str, Any]:
     """Run a scenario, or return the cached result of the same text and seed. A progress bar
     over simulated time shows while a new run goes."""
-    import hashlib
-
     key = f"{hashlib.sha256(text.encode()).hexdigest()}:{seed}"
     cache = _results()
     if key in cache:
@@ -179,6 +178,43 @@ def headline(s: dict[str, Any], pinned: dict[str, Any] | None) -> None:
         col.metric(label, _short(v), delta=delta, delta_color="inverse" if lower_better else "normal")
 
 
+SIDE_BY_SIDE = (
+    ("p50 TTFT (ms)", ("latency_ms", "ttft", "p50")),
+    ("p99 TTFT (ms)", ("latency_ms", "ttft", "p99")),
+    ("p50 TPOT (ms)", ("latency_ms", "tpot", "p50")),
+    ("p99 TPOT (ms)", ("latency_ms", "tpot", "p99")),
+    ("p99 end-to-end (ms)", ("latency_ms", "e2e", "p99")),
+    ("output tokens/s", ("throughput", "output_tokens_per_s")),
+    ("requests/s", ("throughput", "requests_per_s")),
+    ("spend $/month", ("spend", "gpu_usd_per_month")),
+    ("SLO attainment", ("slo", "attainment_all")),
+    ("rejected", ("requests", "rejected")),
+)
+
+
+def _get(d: Any, path: tuple[str, ...]) -> Any:
+    for p in path:
+        d = d.get(p) if isinstance(d, dict) else None
+    return d
+
+
+def compare_side_by_side(current: dict[str, Any], seed: int) -> None:
+    """The current run next to a second bundled scenario (same seed)."""
+    others = ["(none)", *bundled()]
+    other = st.selectbox("compare side by side with", others, key="compare")
+    if other == "(none)":
+        return
+    path = bundled()[other]
+    res = simulate(path.read_text(encoding="utf-8"), str(path), seed)
+    o = res["summary"]
+    table = pd.DataFrame(
+        {f"this run ({current['scenario']})": [_get(current, p) for _, p in SIDE_BY_SIDE],
+         f"{o['scenario']}": [_get(o, p) for _, p in SIDE_BY_SIDE]},
+        index=[label for label, _ in SIDE_BY_SIDE],
+    )
+    st.dataframe(table)
+
+
 def main() -> None:
     st.set_page_config(page_title="stacksim", layout="wide")
     st.title("stacksim")
@@ -195,7 +231,9 @@ def main() -> None:
         st.info("Upload a scenario file to start.")
         return
     with st.expander("scenario YAML (edit freely; the sidebar edits the same data)"):
-        edited_text = st.text_area("YAML", base_text, height=260, key=f"yaml:{choice}")
+        # Keyed by the file's content too: a newly uploaded file replaces the box's text.
+        digest = hashlib.sha256(base_text.encode()).hexdigest()[:12]
+        edited_text = st.text_area("YAML", base_text, height=260, key=f"yaml:{choice}:{digest}")
     # Validate the file as written first (the loader names file, line and field), and only then
     # offer knobs over it: a widget must never be handed a value the scenario would reject.
     try:
@@ -243,6 +281,7 @@ def main() -> None:
             st.markdown("**spend of this run by pool (USD)**")
             st.bar_chart(spend, height=220)
             st.dataframe(pd.DataFrame(s["deployments"]).T[["model", "accelerator", "replicas", "utilisation", "mean_running", "mean_kv_used", "preemptions", "requests_per_s", "spend_usd"]])
+            compare_side_by_side(s, seed)
             d1, d2, d3 = st.columns(3)
             d1.download_button("scenario YAML", text, file_name=Path(name).name, key="dl_yaml")
             d2.download_button("summary.json", json.dumps(s, indent=2), file_name="summary.json", key="dl_summary")

@@ -58,12 +58,12 @@ def test_pin_shows_deltas() -> None:
 
 def test_broken_yaml_shows_the_loader_message() -> None:
     at = app()
-    text = at.text_area(key="yaml:quickstart.yaml").value
-    at.text_area(key="yaml:quickstart.yaml").set_value(text.replace("count: 4", "count: -4")).run()
+    text = at.text_area[0].value
+    at.text_area[0].set_value(text.replace("count: 4", "count: -4")).run()
     assert not at.exception, at.exception
     errors = [e.value for e in at.error]
     assert errors and "field 'pools.h100.count'" in errors[0] and "greater than or equal to 1" in errors[0]
-    at.text_area(key="yaml:quickstart.yaml").set_value("pools: [unclosed\n").run()
+    at.text_area[0].set_value("pools: [unclosed\n").run()
     assert any("malformed YAML" in e.value for e in at.error)
 
 
@@ -75,3 +75,27 @@ def test_every_bundled_scenario_loads() -> None:
         at.selectbox(key="scenario").select(name).run()
         assert not at.exception, (name, at.exception)
         assert not at.error, (name, [e.value for e in at.error])
+
+
+def test_side_by_side_second_scenario() -> None:
+    at = app()
+    at.button(key="run").click().run()
+    at.selectbox(key="compare").select("two-tier-fleet.yaml").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[-1].value
+    assert list(table.columns) == ["this run (quickstart)", "two-tier-fleet"]
+    assert table.loc["spend $/month", "two-tier-fleet"] > table.loc["spend $/month", "this run (quickstart)"]
+
+
+def test_upload_a_broken_file_shows_the_error_and_a_good_one_runs() -> None:
+    at = app()
+    at.selectbox(key="scenario").select("upload").run()
+    good = (Path(APP).parents[1] / "scenarios" / "quickstart.yaml").read_bytes()
+    at.file_uploader(key="upload").upload("mine.yaml", good.replace(b"replicas: 4", b"replicas: four"), "application/x-yaml").run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert errors and "mine.yaml" in errors[0] and "deployments.chat.replicas" in errors[0]
+    at.file_uploader(key="upload").upload("mine.yaml", good, "application/x-yaml").run()
+    at.button(key="run").click().run()
+    assert not at.exception, at.exception
+    assert metric(at, "p99 TTFT (ms)") > 0
