@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stacksim.errors import Problem, ScenarioError
+from stacksim.metrics.summary import HOURS_PER_MONTH
 from stacksim.scenario import load_scenario_text
 from stacksim.scenario.yamlio import line_of, load_yaml_with_lines
 from stacksim.sweep.runner import headline
@@ -166,7 +167,7 @@ def optimize(path: str | Path) -> dict[str, Any]:
             c.status, c.reason = "invalid", f"{exc.problems[0].field}: {exc.problems[0].message}"
             continue
         per_hour = sum(p.spec.count * p.price_usd_per_gpu_hour for p in rs.pools.values())
-        c.spend_usd_per_month = round(per_hour * 730.0, 4)
+        c.spend_usd_per_month = round(per_hour * HOURS_PER_MONTH, 4)
     valid = sorted((c for c in cands if c.status != "invalid"), key=lambda c: c.spend_usd_per_month or 0.0)
     best: Candidate | None = None
     for c in valid:
