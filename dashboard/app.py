@@ -291,7 +291,7 @@ def main() -> None:
     with tab_sweep:
         folder = st.text_input("results folder of `stacksim sweep`", key="sweep_dir")
         if folder:
-            from stacksim.sweep.report import by_point, pareto
+            from stacksim.sweep.report import by_point, pareto, pareto_figure
             from stacksim.sweep.runner import load_results
 
             df = load_results(folder)
@@ -300,15 +300,7 @@ def main() -> None:
             else:
                 st.dataframe(df)
                 pts = by_point(df)
-                front = pareto(pts)
-                fig, ax = plt.subplots(figsize=(7, 4))
-                ax.scatter(pts["spend_usd_per_month"], pts["ttft_p99_ms"], s=14, alpha=0.6, label="points")
-                ax.plot(front["spend_usd_per_month"], front["ttft_p99_ms"], "r-o", ms=4, label="Pareto front")
-                ax.set_xlabel("USD per month")
-                ax.set_ylabel("p99 TTFT, ms")
-                ax.set_yscale("log")
-                ax.legend()
-                st.pyplot(fig)
+                st.pyplot(pareto_figure(pts, pareto(pts)))
 
 
 main()

@@ -99,3 +99,15 @@ def test_upload_a_broken_file_shows_the_error_and_a_good_one_runs() -> None:
     at.button(key="run").click().run()
     assert not at.exception, at.exception
     assert metric(at, "p99 TTFT (ms)") > 0
+
+
+def test_sweep_results_tab(tmp_path: Path) -> None:
+    from stacksim.sweep.runner import run_sweep
+
+    base = Path(APP).parents[1] / "scenarios" / "quickstart.yaml"
+    (tmp_path / "s.yaml").write_text(f"base: {base}\nparameters:\n  workloads.chat.arrival.rate_per_s: [5, 10]\n  horizon_s: [60.0]\n")
+    run_sweep(tmp_path / "s.yaml", tmp_path / "out", workers=1)
+    at = app()
+    at.text_input(key="sweep_dir").set_value(str(tmp_path / "out")).run()
+    assert not at.exception, at.exception
+    assert len(at.dataframe[-1].value) == 2

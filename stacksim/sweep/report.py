@@ -74,6 +74,25 @@ def report(out: str | Path) -> dict[str, Any]:
             "points": pts, "sensitivity": sens, "pareto": front, "plots": plots}
 
 
+def pareto_figure(pts: pd.DataFrame, front: pd.DataFrame):  # type: ignore[no-untyped-def]
+    """Spend against p99 TTFT for every point (mean over seeds), the Pareto front in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.scatter(pts["spend_usd_per_month"], pts["ttft_p99_ms"], s=18, alpha=0.6, label="points (mean over seeds)")
+    ax.plot(front["spend_usd_per_month"], front["ttft_p99_ms"], "r-o", ms=4, label="Pareto front")
+    ax.set_xlabel("GPU spend, USD per month")
+    ax.set_ylabel("p99 TTFT, ms")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def _plots(out: Path, df: pd.DataFrame, pts: pd.DataFrame, front: pd.DataFrame) -> list[Path]:
     import matplotlib
 
@@ -101,15 +120,7 @@ def _plots(out: Path, df: pd.DataFrame, pts: pd.DataFrame, front: pd.DataFrame) 
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)
-    fig, ax = plt.subplots(figsize=(7, 5))
-    ax.scatter(pts["spend_usd_per_month"], pts["ttft_p99_ms"], s=18, alpha=0.6, label="points (mean over seeds)")
-    ax.plot(front["spend_usd_per_month"], front["ttft_p99_ms"], "r-o", ms=4, label="Pareto front")
-    ax.set_xlabel("GPU spend, USD per month")
-    ax.set_ylabel("p99 TTFT, ms")
-    ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    fig = pareto_figure(pts, front)
     path = out / "plots" / "pareto_spend_vs_p99_ttft.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
