@@ -105,7 +105,7 @@ def test_sweep_results_tab(tmp_path: Path) -> None:
     from stacksim.sweep.runner import run_sweep
 
     base = Path(APP).parents[1] / "scenarios" / "quickstart.yaml"
-    (tmp_path / "s.yaml").write_text(f"base: {base}\nparameters:\n  workloads.chat.arrival.rate_per_s: [5, 10]\n  horizon_s: [60.0]\n")
+    (tmp_path / "s.yaml").write_text(f"base: {base}\nparameters:\n  workloads.chat.arrival.rate_per_s: [5, 10]\n  horizon_s: [120.0]\n")
     run_sweep(tmp_path / "s.yaml", tmp_path / "out", workers=1)
     at = app()
     at.text_input(key="sweep_dir").set_value(str(tmp_path / "out")).run()

@@ -168,3 +168,14 @@ def test_per_request_data(tmp_path: Path) -> None:
     for rid, arrived in zip(df["run_id"], df["arrived"]):
         req = pd.read_parquet(tmp_path / "out" / "requests" / f"run-{rid}.parquet")
         assert len(req) == arrived
+
+
+def test_report_when_every_run_failed(tmp_path: Path) -> None:
+    """A sweep whose every point is invalid still reports (the failures), without a traceback."""
+    p = write(tmp_path, "base: base.yaml\nparameters:\n  deployments.chat.replicas: [5, 6]\n")
+    out = tmp_path / "out"
+    df = run_sweep(p, out, workers=1)
+    assert (df.status == "failed").all()
+    res = runner.invoke(app, ["sweep", "report", str(out)])
+    assert res.exit_code == 0, res.stderr
+    assert "2 failed" in res.stdout

@@ -22,6 +22,8 @@ def by_point(df: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds of each point's metrics (successful runs only)."""
     ok = df[df["status"] == "ok"]
     cols = params_of(df)
+    if ok.empty or not set(METRICS) <= set(ok.columns):  # every run failed: nothing to average
+        return pd.DataFrame(columns=["point", *cols, *METRICS, "seeds"])
     return ok.groupby("point", as_index=False).agg({**{c: "first" for c in cols}, **{m: "mean" for m in METRICS}, "seed": "count"}).rename(columns={"seed": "seeds"})
 
 
@@ -30,6 +32,8 @@ def sensitivity(df: pd.DataFrame) -> pd.DataFrame:
     (max - min of the metric's mean at each value of the parameter, relative to the overall mean)."""
     ok = df[df["status"] == "ok"]
     rows = []
+    if ok.empty or not set(METRICS) <= set(ok.columns):
+        return pd.DataFrame(columns=["parameter", "metric", "spearman", "swing"])
     for p in params_of(df):
         x = ok[p]
         if x.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
@@ -48,7 +52,7 @@ def sensitivity(df: pd.DataFrame) -> pd.DataFrame:
 
 def pareto(points: pd.DataFrame, x: str = "spend_usd_per_month", y: str = "ttft_p99_ms") -> pd.DataFrame:
     """Points no other point beats on both spend and p99 TTFT."""
-    pts = points.dropna(subset=[x, y]).sort_values([x, y])
+    pts = points.dropna(subset=[x, y]).astype({x: float, y: float}).sort_values([x, y])
     keep, best = [], np.inf
     for i, r in pts.iterrows():
         if r[y] < best:
@@ -103,7 +107,7 @@ def _plots(out: Path, df: pd.DataFrame, pts: pd.DataFrame, front: pd.DataFrame) 
     written = []
     ok = df[df["status"] == "ok"]
     params = params_of(df)
-    if params:
+    if params and not ok.empty and set(METRICS) <= set(ok.columns):
         fig, axes = plt.subplots(len(METRICS), len(params), figsize=(4.2 * len(params), 2.6 * len(METRICS)), squeeze=False)
         for j, p in enumerate(params):
             for i, m in enumerate(METRICS):
