@@ -16,7 +16,9 @@ Layout of ``summary.json`` (all latencies in milliseconds, all money in US dolla
 - ``deployments.<name>``: model, accelerator, shape, memory plan, utilisation (busy fraction of
   replica-time), mean/peak queue, running batch and KV occupancy, preemptions, iterations,
   request counts and latency, GPU spend
-- ``pools.<name>``: accelerator, count, gpus_used, price, spend_usd, idle_spend_usd
+- ``pools.<name>``: accelerator, count, gpus_used, price, spend_usd, idle_spend_usd,
+  utilisation (busy GPU-time over all the pool's GPU-time: idle GPUs count as 0), mean_queue
+  (requests waiting in the pool's replicas, summed)
 - ``spend``: gpu_usd (the run), gpu_usd_per_hour, gpu_usd_per_month (x 730 h, the run's rate held
   for a month), basis
 """
@@ -148,6 +150,8 @@ def build_result(sim: Simulation) -> Result:
     hours = end / 3600.0
     deployments: dict[str, Any] = {}
     pools_used: dict[str, int] = {}
+    pool_busy: dict[str, float] = {}
+    pool_queue: dict[str, float] = {}
     for name, dep in sim.deployments.items():
         rd = dep.rd
         sel = (df["deployment"] == name).to_numpy()
@@ -157,6 +161,9 @@ def build_result(sim: Simulation) -> Result:
         ts = _dep_timeseries(dep, end)
         spend = rd.gpus * hours * rd.pool.price_usd_per_gpu_hour
         pools_used[rd.pool.name] = pools_used.get(rd.pool.name, 0) + rd.gpus
+        # Per pool: GPU-time busy (each replica's busy fraction x its GPUs), queue summed.
+        pool_busy[rd.pool.name] = pool_busy.get(rd.pool.name, 0.0) + float(np.sum(busy)) * rd.gpus / len(reps)
+        pool_queue[rd.pool.name] = pool_queue.get(rd.pool.name, 0.0) + (float(ts["waiting"].mean()) * len(reps) if len(ts) else 0.0)
         deployments[name] = {
             "model": rd.model.id,
             "pool": rd.pool.name,
@@ -210,6 +217,8 @@ def build_result(sim: Simulation) -> Result:
             "price_basis": rp.price_basis,
             "spend_usd": round(spend, 6),
             "idle_spend_usd": round((rp.spec.count - used) * hours * rp.price_usd_per_gpu_hour, 6),
+            "utilisation": round(pool_busy.get(name, 0.0) / rp.spec.count, 6),
+            "mean_queue": round(pool_queue.get(name, 0.0), 4),
         }
     rate = total_spend / hours if hours > 0 else 0.0
     ryaml = resolved_yaml(rs)
