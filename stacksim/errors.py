@@ -51,7 +51,3 @@ class ScenarioError(StackSimError):
             lines.append(f"... and {more} more problem(s) in the same file.")
         return "\n".join(lines)
 
-
-def field_error(message: str, field_path: str) -> ScenarioError:
-    """A scenario error for a field whose line the loader fills in later."""
-    return ScenarioError([Problem(message=message, field=field_path)])

@@ -176,6 +176,3 @@ class Simulation:
                 r.take_arrivals(self.end_time)
                 r.levels.close(self.end_time)
         return self
-
-    def arrived(self) -> int:
-        return int(np.sum(self.reqs.arrival_s[: self.reqs.n] <= self.end_time))
