@@ -173,3 +173,12 @@ def test_same_order_of_magnitude_as_splitwise(hw: str, acc: str) -> None:
     assert len(r) > 20
     assert np.all((r > 0.2) & (r < 5.0)), f"ratio range {r.min():.2f}..{r.max():.2f}"
     assert 0.3 < math.exp(np.mean(np.log(r))) < 2.0
+
+
+def test_gpt_oss_active_count_excludes_only_the_input_embedding() -> None:
+    """OpenAI counts gpt-oss's active parameters without the input embedding table (model card):
+    only the output head's 0.58B is left to subtract, not both tables."""
+    m = get_model("gpt-oss-120b")
+    assert m.active_nonembedding_params == pytest.approx(5.1e9 - 201088 * 2880, rel=1e-9)
+    dense = get_model("llama-3.1-8b")
+    assert dense.active_nonembedding_params == pytest.approx(dense.params_active_b * 1e9 - dense.embedding_params)

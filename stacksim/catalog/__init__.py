@@ -111,6 +111,8 @@ class ModelArch:
     qk_rope_head_dim: int | None = None
     max_context: int = 4096
     tied_embeddings: bool = False
+    # OpenAI's gpt-oss model card counts active parameters without the input embedding table.
+    active_excludes_input_embedding: bool = False
     source: str = "inline architecture in the scenario"
 
     @property
@@ -120,6 +122,14 @@ class ModelArch:
     @property
     def embedding_params(self) -> float:
         return self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
+
+    @property
+    def active_nonembedding_params(self) -> float:
+        """Active parameters that multiply every token (embedding tables left out)."""
+        emb = self.embedding_params
+        if self.active_excludes_input_embedding and not self.tied_embeddings:
+            emb -= self.vocab_size * self.hidden_size  # the published figure already left it out
+        return max(0.0, self.params_active_b * 1e9 - emb)
 
     @property
     def expert_params(self) -> float:
@@ -203,6 +213,7 @@ def models() -> dict[str, ModelArch]:
                 qk_rope_head_dim=_i(row, "qk_rope_head_dim"),
                 max_context=_i(row, "max_context", 4096) or 4096,
                 tied_embeddings=(row.get("tied_embeddings") or "").strip().lower() == "true",
+                active_excludes_input_embedding=(row.get("active_excludes_input_embedding") or "").strip().lower() == "true",
                 source=row.get("source", ""),
             )
     return out

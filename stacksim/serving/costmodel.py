@@ -231,7 +231,7 @@ def _first_principles(model: ModelArch, acc: Accelerator, tp: int, pp: int, prec
     p = np.zeros(K.N_PARAMS)
     stage = 1.0 / (tp * pp)  # share of the layer stack's work on one GPU
     wbytes = WEIGHT_BYTES[precision]
-    active_nonembed = max(0.0, model.params_active_b * 1e9 - model.embedding_params)
+    active_nonembed = model.active_nonembedding_params
     p[K.LIN_FLOPS_PER_TOKEN] = 2.0 * active_nonembed * stage
     # The LM head runs on the last stage only; spread over stages it keeps pp*stage time right.
     p[K.LMHEAD_FLOPS_PER_LOGIT] = 2.0 * model.hidden_size * model.vocab_size * stage
