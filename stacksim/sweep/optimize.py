@@ -27,27 +27,24 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from stacksim.errors import Problem, ScenarioError
 from stacksim.metrics.summary import HOURS_PER_MONTH
 from stacksim.scenario import load_scenario_text
+from stacksim.scenario.schema import Strict
 from stacksim.scenario.yamlio import line_of, load_yaml_with_lines
 from stacksim.sweep.runner import headline
 from stacksim.sweep.spec import apply, check_path
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class Capacity(_Strict):
+class Capacity(Strict):
     path: str
     range: list[float] = Field(min_length=2, max_length=2)
     tolerance: float = Field(default=0.05, gt=0, lt=1, description="Relative width at which bisection stops.")
 
 
-class OptimizeFile(_Strict):
+class OptimizeFile(Strict):
     base: str
     knobs: dict[str, list[Any]] = Field(min_length=1)
     constraints: dict[str, float] = Field(default_factory=dict, description="Upper bounds on headline metrics.")

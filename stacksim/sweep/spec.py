@@ -27,19 +27,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from scipy.stats import qmc
 
 from stacksim.errors import Problem, ScenarioError
 from stacksim.scenario import load_scenario_text
+from stacksim.scenario.schema import Strict
 from stacksim.scenario.yamlio import line_of, load_yaml_with_lines
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class Range(_Strict):
+class Range(Strict):
     """Numbers from ``range[0]`` to ``range[1]``: ``steps`` evenly spaced values for a grid, or a
     continuous interval for random and Latin-hypercube designs; ``integer`` rounds them."""
 
@@ -77,21 +74,21 @@ class Range(_Strict):
 Values = list[Any] | Range
 
 
-class Grid(_Strict):
+class Grid(Strict):
     kind: Literal["grid"]
 
 
-class RandomDesign(_Strict):
+class RandomDesign(Strict):
     kind: Literal["random"]
     n: int = Field(ge=1)
 
 
-class Lhs(_Strict):
+class Lhs(Strict):
     kind: Literal["lhs"]
     n: int = Field(ge=1)
 
 
-class SweepFile(_Strict):
+class SweepFile(Strict):
     base: str = Field(description="The base scenario, relative to the sweep file.")
     design: Annotated[Grid | RandomDesign | Lhs, Field(discriminator="kind")] = Field(default_factory=lambda: Grid(kind="grid"))
     seeds: int | list[int] = Field(default=1, description="n (seeds 0..n-1) or an explicit list.")
