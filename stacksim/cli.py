@@ -121,12 +121,16 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
             f"{dep['requests_per_s']:.2f}",
             f"{dep['spend_usd']:.2f}",
         )
-    out_console.print(d)
+    if s["deployments"]:
+        out_console.print(d)
+    if "gateway" in s:
+        _print_gateway(s)
     th = s["throughput"]
     sp = s["spend"]
+    api = f", API ${sp['api_usd']:,.2f}, egress ${sp['egress_usd']:,.4f} this run" if "api_usd" in sp else ""
     out_console.print(
         f"throughput: {th['requests_per_s']:.2f} req/s, {th['output_tokens_per_s']:,.0f} output tok/s   "
-        f"spend: ${sp['gpu_usd']:,.2f} this run, ${sp['gpu_usd_per_hour']:,.2f}/h, ${sp['gpu_usd_per_month']:,.0f}/month"
+        f"spend: GPUs ${sp['gpu_usd']:,.2f} this run, ${sp['gpu_usd_per_hour']:,.2f}/h, ${sp['gpu_usd_per_month']:,.0f}/month{api}"
     )
     att = s["slo"].get("attainment")
     if att:
@@ -134,6 +138,34 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
         out_console.print(f"SLO attainment: {parts}; all together {s['slo']['attainment_all']:.1%}")
     if out_dir is not None:
         out_console.print(f"results in [bold]{out_dir}[/]")
+
+
+def _print_gateway(s: dict[str, Any]) -> None:
+    g = s["gateway"]
+    t = Table(title=f"gateway routes ({g['routing_strategy']}, {g['num_retries']} retries, cooldown {g['cooldown_s']:g} s)",
+              title_justify="left")
+    for col in ("route", "calls", "ok", "rejected", "failed", "TTFT p50", "e2e p90", "$ run"):
+        t.add_column(col, justify="left" if col == "route" else "right")
+    for name, r in g["routes"].items():
+        lat = r["latency_ms"]
+        t.add_row(name, f"{r['calls']:,}", f"{r['completed']:,}", f"{r['rejected']:,}", f"{r['failed']:,}",
+                  _fmt(lat["ttft"]["p50"]), _fmt(lat["e2e"]["p90"]), f"{r['cost_usd']:,.2f}")
+    out_console.print(t)
+    out_console.print(
+        f"gateway: retries {g['retries']:,} ({g['calls_retried']:,} calls), fallbacks {g['fallbacks']:,}, "
+        f"cooldowns {g['cooldowns']['count']:,}, cache hits {g['cache']['exact_hits'] + g['cache']['semantic_hits']:,}, "
+        f"rate-limited {g['rate_limit_rejections']['gateway']:,} (provider 429s {g['rate_limit_rejections']['provider_429_attempts']:,}), "
+        f"budget-rejected {g['budget_rejections']:,}, residency fail-closed {g['residency']['failed_closed']:,} "
+        f"(violations {g['residency']['violations']})"
+    )
+    out_console.print("outcomes: " + ", ".join(f"{k} {v:,}" for k, v in g["outcomes"].items()))
+    for f in s.get("faults", []):
+        dur, out = f["e2e_ms_during"], f["e2e_ms_outside"]
+        out_console.print(
+            f"fault {f['kind']} on {f['target']} {f['start_s']:g}-{f['end_s']:g} s: {f['requests_during']:,} requests during, "
+            f"{f['failed_during']:,} failed, {f['retried_during']:,} retried; e2e p50 {_fmt(dur['p50'])} ms during vs "
+            f"{_fmt(out['p50'])} ms outside"
+        )
 
 
 @app.command()

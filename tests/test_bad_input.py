@@ -74,7 +74,7 @@ CASES: list[Bad] = [
         edits=(("    region: us-east\n", "    regoin: us-east\n"),),
         line_at=("regoin:", None),
         fld="pools.h100.regoin",
-        fragments=("unknown key 'regoin'", "accelerator, count, region, price_usd_per_gpu_hour"),
+        fragments=("unknown key 'regoin'", "accelerator, count, region, purchase, price_usd_per_gpu_hour"),
     ),
     Bad(
         "wrong-type",

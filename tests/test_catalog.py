@@ -35,7 +35,7 @@ MODEL_IDS = [
 ]  # fmt: skip
 NON_GATED_MLP = {"bloom-176b"}  # GELU MLP with two matrices (up, down) instead of three
 
-CSV_FILES = sorted(Path(DATA).glob("*.csv"))
+CSV_FILES = [DATA / n for n in ("accelerators.csv", "models.csv", "regions.csv")]
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -75,6 +75,30 @@ def test_every_row_has_a_source_and_a_lower_case_unique_id(path: Path) -> None:
     assert not bad, f"{path.name}: ids not lower-case/space-free: {bad}"
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     assert not dupes, f"{path.name}: duplicate ids: {dupes}"
+
+
+STACK_SOURCES = {
+    "providers.csv": {
+        "latency_source": ("ttft_p50_s", "ttft_p90_s", "output_tps_p50", "output_tps_p10"),
+        "price_source": ("usd_per_1m_input", "usd_per_1m_output", "usd_per_1m_cached_input", "context_window_tokens"),
+        "limits_source": ("rpm_limit", "tpm_limit"),
+    },
+    "provider_regions.csv": {"source": ("price_uplift", "jurisdiction")},
+    "region_rtt.csv": {"source": ("rtt_ms",)},
+    "egress_prices.csv": {"source": ("usd_per_gb",)},
+}
+
+
+@pytest.mark.parametrize("name", sorted(STACK_SOURCES))
+def test_every_stack_figure_has_a_source(name: str) -> None:
+    """Provider latency, prices and limits, round trips and egress prices: a figure on a row
+    needs the source column that covers it."""
+    rows = _rows(DATA / name)
+    assert rows, f"{name} has no rows"
+    for src_col, cols in STACK_SOURCES[name].items():
+        for r in rows:
+            if any((r.get(c) or "").strip() for c in cols):
+                assert (r.get(src_col) or "").strip(), f"{name}: {r} has figures in {cols} but no {src_col}"
 
 
 @pytest.mark.parametrize("acc", list(accelerators().values()), ids=lambda a: a.id)

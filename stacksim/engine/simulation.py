@@ -10,6 +10,8 @@ import simpy
 from stacksim.engine.closed_loop import ClosedLoopDriver
 from stacksim.engine.rng import Streams
 from stacksim.errors import ScenarioError
+from stacksim.faults import FaultInjector, affected_deployments
+from stacksim.gateway.runtime import CallTable, GatewayRuntime
 from stacksim.metrics import RequestTable
 from stacksim.scenario import schema as S
 from stacksim.scenario.resolve import ResolvedScenario
@@ -26,15 +28,31 @@ PROGRESS_STEPS = 100
 DRAIN_LIMIT_FACTOR = 20.0  # a drain stops after this many horizons, whatever is left
 
 
-def _fan_out(drivers: list[ClosedLoopDriver]) -> Callable[[int], None]:
-    if len(drivers) == 1:
-        return drivers[0].on_complete
+def _fan_out(fns: list[Callable[[int], None]]) -> Callable[[int], None]:
+    if len(fns) == 1:
+        return fns[0]
 
     def call(rid: int) -> None:
-        for d in drivers:
-            d.on_complete(rid)
+        for f in fns:
+            f(rid)
 
     return call
+
+
+def repeated_prompts(w: S.Workload, inp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt ids drawn with Zipf popularity over `unique` prompts; a repeated prompt has the
+    same length every time (the first draw for that prompt)."""
+    assert w.prompts is not None
+    k = w.prompts.unique
+    p = 1.0 / np.arange(1, k + 1) ** w.prompts.zipf_s
+    ids = rng.choice(k, size=len(inp), p=p / p.sum())
+    length = np.zeros(k, dtype=np.int64)
+    first = np.full(k, -1)
+    for i, pid in enumerate(ids.tolist()):
+        if first[pid] < 0:
+            first[pid] = i
+            length[pid] = inp[i]
+    return ids.astype(np.int64), length[ids]
 
 
 class Simulation:
@@ -52,6 +70,8 @@ class Simulation:
         self.width = max(self.horizon / LEVEL_BINS, 1e-6)
         self.workload_names = list(sc.workloads)
         self.deployment_names = list(rs.deployments)
+        plan = rs.gateway_plan
+        self.gateway_workloads = [w.target not in rs.deployments for w in sc.workloads.values()]
         arrays = []
         for name, w in sc.workloads.items():
             try:
@@ -61,14 +81,30 @@ class Simulation:
 
                 where = ("workloads", name)
                 raise ScenarioError(problems_to_report([PathProblem(where, str(exc))], rs.lines), file=rs.file) from None
-        total = sum(len(a[0]) for a in arrays)
+        total = sum(len(a[0]) for a, g in zip(arrays, self.gateway_workloads) if not g)
         self.reqs = RequestTable(total)
         self.workload_ids: list[np.ndarray] = []
         dep_index = {name: i for i, name in enumerate(rs.deployments)}
+        n_calls = sum(len(a[0]) for a, g in zip(arrays, self.gateway_workloads) if g)
+        self.calls = CallTable(n_calls) if plan is not None else None
+        pos = 0
         for wi, (t, inp, out) in enumerate(arrays):
+            if self.gateway_workloads[wi]:
+                assert self.calls is not None
+                ids = np.arange(pos, pos + len(t))
+                c = self.calls
+                c.arrival_s[ids], c.input_tokens[ids], c.output_tokens[ids], c.workload[ids] = t, inp, out, wi
+                w = list(sc.workloads.values())[wi]
+                if w.prompts is not None:
+                    name = list(sc.workloads)[wi]
+                    c.prompt[ids], c.input_tokens[ids] = repeated_prompts(w, inp, self.streams.get(f"prompts/{name}"))
+                pos += len(t)
+                self.workload_ids.append(np.empty(0, dtype=np.int64))
+                continue
             ids = self.reqs.add_many(t, inp, out, wi)
             self.reqs.deployment[ids] = dep_index[list(sc.workloads.values())[wi].target]
             self.workload_ids.append(ids)
+        self.n_direct = self.reqs.n
         max_time = self.horizon * (DRAIN_LIMIT_FACTOR + 1.0 if sc.drain else 1.0)
         self.finished = 0
         self.deployments: dict[str, DeploymentRuntime] = {}
@@ -80,6 +116,20 @@ class Simulation:
 
             for r in self.deployments[name].replicas:
                 r.itl_from = self.warmup
+        self.gateway: GatewayRuntime | None = None
+        if plan is not None:
+            assert self.calls is not None and rs.regions is not None
+            wls = list(sc.workloads.values())
+            self.gateway = GatewayRuntime(
+                self, plan, rs.regions, self.calls, wls,
+                [frozenset(sc.residency[w.residency].allowed_jurisdictions) if w.residency else None for w in wls],
+                [w.region or plan.spec.regions[0] for w in wls],
+            )
+            for dname in self.gateway.dep_targets:
+                self.deployments[dname].on_complete = self.gateway.on_serving_done  # type: ignore[index]
+        for dname in affected_deployments(self):
+            self.deployments[dname].prerouting_disabled = True
+        self.faults = FaultInjector(self)
         self.drivers: list[ClosedLoopDriver] = []
         by_dep: dict[str, list[ClosedLoopDriver]] = {}
         for wi, (name, w) in enumerate(sc.workloads.items()):
@@ -89,7 +139,11 @@ class Simulation:
                 self.drivers.append(drv)
                 by_dep.setdefault(w.target, []).append(drv)
         for dname, drvs in by_dep.items():
-            self.deployments[dname].on_complete = _fan_out(drvs)
+            fns = [d.on_complete for d in drvs]
+            prev = self.deployments[dname].on_complete
+            if prev is not None:
+                fns.append(prev)
+            self.deployments[dname].on_complete = _fan_out(fns)
         self.end_time = 0.0
 
     # ------------------------------------------------------------------ traffic
@@ -139,6 +193,19 @@ class Simulation:
     def _on_done(self, n: int) -> None:
         self.finished += n
 
+    def new_serving_request(self, t: float, inp: int, out: int, wi: int, dep: DeploymentRuntime, call: int) -> int:
+        """A request created during the run (a gateway attempt) on deployment `dep`."""
+        rid = int(self.reqs.add_many(np.array([t]), np.array([inp]), np.array([out]), wi)[0])
+        self.reqs.deployment[rid] = dep.index
+        self.reqs.call[rid] = call
+        for d in self.deployments.values():
+            d.add_request(rid, inp, out)
+        return rid
+
+    def all_done(self) -> bool:
+        gw_done = self.gateway is None or self.gateway.pending == 0
+        return gw_done and self.finished >= self.reqs.n
+
     # ------------------------------------------------------------------ run
 
     def run(self, progress: Progress | None = None) -> Simulation:
@@ -154,6 +221,8 @@ class Simulation:
                 self.finished += dep.rejected_too_long
             else:
                 env.process(self._arrivals(ids, times, dep))
+        if self.gateway is not None:
+            self.gateway.start()
         steps = PROGRESS_STEPS if progress else 1
         for i in range(1, steps + 1):
             env.run(until=self.horizon * i / steps)
@@ -162,12 +231,15 @@ class Simulation:
         self.end_time = env.now
         if sc.drain:
             limit = self.horizon * DRAIN_LIMIT_FACTOR
-            while self.finished < self.reqs.n and env.peek() < limit:
+            while not self.all_done() and env.peek() < limit:
                 env.run(until=min(limit, env.now + self.horizon / 10))
-            if self.finished >= self.reqs.n:
+            if self.all_done():
                 # Everything ended: the run ends with the last request, not at a step boundary.
                 fin = self.reqs.finish_s[: self.reqs.n]
-                self.end_time = max(self.horizon, float(np.nanmax(fin))) if self.reqs.n else self.horizon
+                last = float(np.nanmax(fin)) if self.reqs.n else self.horizon
+                if self.calls is not None and self.calls.n:
+                    last = max(last, float(np.nanmax(self.calls.finish_s)))
+                self.end_time = max(self.horizon, last)
             else:
                 self.end_time = env.now
         for dep in self.deployments.values():

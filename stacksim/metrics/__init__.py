@@ -25,7 +25,8 @@ STATUS_NAMES = {
 
 # Rows of the request table's float block RF and int block RI (the Numba scheduler writes them).
 RF_ARRIVAL, RF_ADMITTED, RF_FIRST, RF_FINISH, RF_LAST_TOKEN = range(5)
-RI_INPUT, RI_OUTPUT, RI_WORKLOAD, RI_DEPLOYMENT, RI_REPLICA, RI_PREEMPTIONS, RI_STATUS, RI_GEN_DONE = range(8)
+RI_INPUT, RI_OUTPUT, RI_WORKLOAD, RI_DEPLOYMENT, RI_REPLICA, RI_PREEMPTIONS, RI_STATUS, RI_GEN_DONE, RI_CALL = range(9)
+RI_ROWS = 9
 _F_ROWS = {"arrival_s": RF_ARRIVAL, "admitted_s": RF_ADMITTED, "first_token_s": RF_FIRST, "finish_s": RF_FINISH}
 _I_ROWS = {
     "input_tokens": RI_INPUT,
@@ -35,6 +36,7 @@ _I_ROWS = {
     "replica": RI_REPLICA,
     "preemptions": RI_PREEMPTIONS,
     "status": RI_STATUS,
+    "call": RI_CALL,  # the gateway call this serving request is an attempt of; -1: sent directly
 }
 
 
@@ -47,9 +49,10 @@ class RequestTable:
         self.n = 0
         cap = max(16, capacity)
         self.RF = np.full((5, cap), np.nan)
-        self.RI = np.zeros((8, cap), dtype=np.int64)
+        self.RI = np.zeros((RI_ROWS, cap), dtype=np.int64)
         self.RI[RI_DEPLOYMENT] = -1
         self.RI[RI_REPLICA] = -1
+        self.RI[RI_CALL] = -1
 
     def __getattr__(self, name: str) -> np.ndarray:
         if name in _F_ROWS:
@@ -67,9 +70,10 @@ class RequestTable:
         while cap < need:
             cap *= 2
         rf = np.full((5, cap), np.nan)
-        ri = np.zeros((8, cap), dtype=np.int64)
+        ri = np.zeros((RI_ROWS, cap), dtype=np.int64)
         ri[RI_DEPLOYMENT] = -1
         ri[RI_REPLICA] = -1
+        ri[RI_CALL] = -1
         rf[:, : self.capacity] = self.RF
         ri[:, : self.capacity] = self.RI
         self.RF, self.RI = rf, ri

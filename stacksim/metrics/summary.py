@@ -36,7 +36,7 @@ import pandas as pd
 
 from stacksim.engine.simulation import Simulation
 from stacksim.kernels import cost as K
-from stacksim.metrics import COMPLETED, FAILED, REJECTED, STATUS_NAMES, hist_mean, hist_percentiles
+from stacksim.metrics import STATUS_NAMES, hist_mean, hist_percentiles
 from stacksim.scenario import resolved_yaml
 
 HOURS_PER_MONTH = 730.0  # 8760 h / 12
@@ -81,6 +81,7 @@ class Result:
     requests: pd.DataFrame
     timeseries: dict[str, pd.DataFrame]
     resolved_yaml: str
+    attempts: pd.DataFrame | None = None  # gateway attempts, one row per try at a deployment
 
     def to_json(self) -> str:
         return json.dumps(self.summary, indent=2, sort_keys=False) + "\n"
@@ -104,35 +105,53 @@ def build_result(sim: Simulation) -> Result:
     end = sim.end_time
     cols = sim.reqs.trimmed()
     arrived_mask = cols["arrival_s"] <= end
-    df = pd.DataFrame({k: v[arrived_mask] for k, v in cols.items()})
-    df.insert(0, "request_id", np.flatnonzero(arrived_mask))
-    df["workload"] = pd.Categorical.from_codes(df["workload"].to_numpy(), categories=sim.workload_names)
-    dep_codes = df["deployment"].to_numpy()
-    df["deployment"] = pd.Categorical.from_codes(np.where(dep_codes < 0, -1, dep_codes), categories=sim.deployment_names)
-    df["status"] = pd.Categorical.from_codes(df["status"].to_numpy(), categories=list(STATUS_NAMES.values()))
+    # The serving table: every request a replica saw (sent directly, or a gateway attempt).
+    serving = pd.DataFrame({k: v[arrived_mask] for k, v in cols.items()})
+    serving.insert(0, "request_id", np.flatnonzero(arrived_mask))
+    direct = serving[serving["call"].to_numpy() < 0].assign(via="direct")
+    calls = attempts = None
+    if sim.gateway is not None:
+        from stacksim.gateway.results import attempts_frame, calls_frame
+
+        calls = calls_frame(sim, end)
+        attempts = attempts_frame(sim)
+        df = pd.concat([direct, calls], ignore_index=True) if len(direct) else calls.copy()
+    else:
+        df = direct.reset_index(drop=True)
+    wl_codes = df["workload"].to_numpy()
+    for frame in (df, serving):
+        frame["workload"] = pd.Categorical.from_codes(frame["workload"].to_numpy(), categories=sim.workload_names)
+        dep_codes = frame["deployment"].to_numpy()
+        frame["deployment"] = pd.Categorical.from_codes(np.where(dep_codes < 0, -1, dep_codes), categories=sim.deployment_names)
+        frame["status"] = pd.Categorical.from_codes(frame["status"].to_numpy(), categories=list(STATUS_NAMES.values()))
     for tag in sorted({k for w in sc.workloads.values() for k in w.tags}):
         values = [sc.workloads[w].tags.get(tag, "") for w in sim.workload_names]
-        df[f"tag_{tag}"] = pd.Categorical(np.array(values, dtype=object)[cols["workload"][arrived_mask]])
+        df[f"tag_{tag}"] = pd.Categorical(np.array(values, dtype=object)[wl_codes])
     lat = _latencies(df)
     df["ttft_s"] = lat["ttft"]
     df["tpot_s"] = lat["tpot"]
     df["e2e_s"] = lat["e2e"]
 
-    st = cols["status"][arrived_mask]
-    n_arrived = int(arrived_mask.sum())
-    n_completed = int(np.sum(st == COMPLETED))
-    n_failed = int(np.sum(st == FAILED))
-    n_rejected = int(np.sum(st == REJECTED))
+    st = df["status"]
+    n_arrived = len(df)
+    n_completed = int((st == "completed").sum())
+    n_failed = int((st == "failed").sum())
+    n_rejected = int((st == "rejected").sum())
     in_flight = n_arrived - n_completed - n_failed - n_rejected
 
     measured = (df["status"] == "completed").to_numpy() & (df["arrival_s"].to_numpy() >= sc.warmup_s)
     mdf = df[measured]
     mlat = {k: v[measured] for k, v in lat.items()}
+    s_lat = _latencies(serving)
+    s_measured = (serving["status"] == "completed").to_numpy() & (serving["arrival_s"].to_numpy() >= sc.warmup_s)
+    s_mlat = {k: v[s_measured] for k, v in s_lat.items()}
     itl_all = np.sum([d.itl_hist for d in sim.deployments.values()], axis=0) if sim.deployments else np.zeros(1)
 
     window = max(end - sc.warmup_s, 1e-12)
     fin = df["finish_s"].to_numpy()
     done_in_window = (df["status"] == "completed").to_numpy() & (fin >= sc.warmup_s) & (fin <= end)
+    s_fin = serving["finish_s"].to_numpy()
+    s_done = (serving["status"] == "completed").to_numpy() & (s_fin >= sc.warmup_s) & (s_fin <= end)
 
     slo: dict[str, Any] = {"targets_ms": sc.slo.model_dump()}
     if len(mdf):
@@ -154,8 +173,8 @@ def build_result(sim: Simulation) -> Result:
     pool_queue: dict[str, float] = {}
     for name, dep in sim.deployments.items():
         rd = dep.rd
-        sel = (df["deployment"] == name).to_numpy()
-        msel = sel[measured]
+        sel = (serving["deployment"] == name).to_numpy()
+        msel = sel[s_measured]
         reps = dep.replicas
         busy = [r.levels.mean("busy", 0.0, end) for r in reps] if end > 0 else [0.0]
         ts = _dep_timeseries(dep, end)
@@ -191,14 +210,17 @@ def build_result(sim: Simulation) -> Result:
             "peak_kv_used": round(max((r.levels.peak("kv_used") for r in reps), default=0.0), 6),
             "preemptions": int(sum(r.preemptions for r in reps)),
             "iterations": int(sum(r.iterations for r in reps)),
-            "requests_per_s": round(float((done_in_window & sel).sum()) / window, 6),
-            "output_tokens_per_s": round(float(df["output_tokens"].to_numpy()[done_in_window & sel].sum()) / window, 4),
+            "requests_per_s": round(float((s_done & sel).sum()) / window, 6),
+            "output_tokens_per_s": round(float(serving["output_tokens"].to_numpy()[s_done & sel].sum()) / window, 4),
             "requests": {
                 "arrived": int(sel.sum()),
-                "completed": int(((df["status"] == "completed").to_numpy() & sel).sum()),
-                "rejected": int(((df["status"] == "rejected").to_numpy() & sel).sum()),
+                "completed": int(((serving["status"] == "completed").to_numpy() & sel).sum()),
+                "rejected": int(((serving["status"] == "rejected").to_numpy() & sel).sum()),
+                "failed": int(((serving["status"] == "failed").to_numpy() & sel).sum()),
+                "gateway_attempts": int(((serving["call"] >= 0).to_numpy() & sel).sum()),
             },
-            "latency_ms": {k: stats_ms(v[msel]) for k, v in mlat.items() if k != "queue"}
+            "replica_failures": int(sum(r.failures for r in reps)),
+            "latency_ms": {k: stats_ms(v[msel]) for k, v in s_mlat.items() if k != "queue"}
             | {"itl": hist_stats_ms(dep.itl_hist)},
             "spend_usd": round(spend, 6),
         }
@@ -222,7 +244,7 @@ def build_result(sim: Simulation) -> Result:
         }
     rate = total_spend / hours if hours > 0 else 0.0
     ryaml = resolved_yaml(rs)
-    mean_in_sys = mean_in_system(cols["arrival_s"], cols["finish_s"], sc.warmup_s, end)
+    mean_in_sys = mean_in_system(df["arrival_s"].to_numpy(), df["finish_s"].to_numpy(), sc.warmup_s, end)
     resid = df["e2e_s"].to_numpy()
     fin_or_end = np.where(np.isnan(resid), end - df["arrival_s"].to_numpy(), resid)
     in_win = df["arrival_s"].to_numpy() >= sc.warmup_s
@@ -244,7 +266,7 @@ def build_result(sim: Simulation) -> Result:
             "rejected": n_rejected,
             "in_flight": in_flight,
             "measured": int(measured.sum()),
-            "preemptions": int(df["preemptions"].sum()),
+            "preemptions": int(serving["preemptions"].sum()),
         },
         "latency_ms": {
             "ttft": stats_ms(mlat["ttft"]),
@@ -274,8 +296,19 @@ def build_result(sim: Simulation) -> Result:
             f"month = {HOURS_PER_MONTH:g} h at the same rate",
         },
     }
+    if sim.gateway is not None:
+        from stacksim.gateway.results import gateway_summary
+
+        assert calls is not None and attempts is not None
+        summary["gateway"] = gateway_summary(sim, df[df["via"] == "gateway"], attempts, end)
+        summary["spend"]["api_usd"] = summary["gateway"]["spend"]["api_usd"]
+        summary["spend"]["egress_usd"] = summary["gateway"]["spend"]["egress_usd"]
+    if sim.faults.occurrences:
+        from stacksim.gateway.results import faults_summary
+
+        summary["faults"] = faults_summary(sim, df)
     ts_all = {name: _dep_timeseries(dep, end) for name, dep in sim.deployments.items()}
-    return Result(summary, df, ts_all, ryaml)
+    return Result(summary, df, ts_all, ryaml, attempts)
 
 
 def mean_in_system(arrival: np.ndarray, finish: np.ndarray, t0: float, t1: float) -> float:
@@ -315,6 +348,10 @@ def write_result(result: Result, out_dir: str | Path, plots: bool = True) -> lis
     p = out / "requests.parquet"
     result.requests.to_parquet(p, index=False)
     written.append(p)
+    if result.attempts is not None:
+        p = out / "attempts.parquet"
+        result.attempts.to_parquet(p, index=False)
+        written.append(p)
     p = out / "scenario.resolved.yaml"
     p.write_text(result.resolved_yaml)
     written.append(p)

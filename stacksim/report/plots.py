@@ -42,9 +42,16 @@ def write_plots(result: Result, out: Path) -> list[Path]:
         (axes[1], "tpot_s", "Time per output token", "tpot_ms"),
         (axes[2], "e2e_s", "End-to-end latency", "e2e_ms"),
     ):
+        direct = df["via"] == "direct" if "via" in df else m
         for dep in df["deployment"].cat.categories:
-            sel = m & (df["deployment"] == dep)
-            _cdf(ax, df.loc[sel, col].to_numpy(dtype=float), str(dep))
+            sel = m & direct & (df["deployment"] == dep)
+            if sel.any():
+                _cdf(ax, df.loc[sel, col].to_numpy(dtype=float), str(dep))
+        if "route" in df:
+            for route in df["route"].cat.categories:
+                sel = m & (df["route"] == route)
+                if sel.any():
+                    _cdf(ax, df.loc[sel, col].to_numpy(dtype=float), f"route {route}")
         if slo.get(key):
             ax.axvline(slo[key], color="red", ls="--", lw=1, label=f"SLO {slo[key]:g} ms")
         ax.set_xscale("log")
@@ -59,6 +66,9 @@ def write_plots(result: Result, out: Path) -> list[Path]:
     fig.savefig(p, dpi=110)
     plt.close(fig)
     written.append(p)
+
+    if "outcome" in df:
+        written.append(_outcomes_plot(plt, result, out))
 
     for name, ts in result.timeseries.items():
         fig, axes = plt.subplots(4, 1, figsize=(10, 9), sharex=True)
@@ -88,3 +98,30 @@ def write_plots(result: Result, out: Path) -> list[Path]:
         plt.close(fig)
         written.append(p)
     return written
+
+
+def _outcomes_plot(plt, result: Result, out: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Gateway calls per minute by outcome, stacked, with fault windows shaded."""
+    df = result.requests
+    g = df[df["via"] == "gateway"]
+    end = result.summary["time"]["end_s"]
+    width = 60.0 if end >= 600 else max(end / 20.0, 1e-3)
+    edges = np.arange(0.0, end + width, width)
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    bottom = np.zeros(len(edges) - 1)
+    for name in [c for c in g["outcome"].cat.categories if (g["outcome"] == c).any()]:
+        h, _ = np.histogram(g.loc[g["outcome"] == name, "arrival_s"], bins=edges)
+        ax.bar(edges[:-1], h, width=width, bottom=bottom, align="edge", label=name)
+        bottom += h
+    for f in result.summary.get("faults", []):
+        ax.axvspan(f["start_s"], f["end_s"], color="red", alpha=0.12)
+        ax.text(f["start_s"], ax.get_ylim()[1] * 0.95, f" {f['kind']}: {f['target']}", fontsize=8, va="top", color="darkred")
+    ax.set_xlabel("arrival time (s); red = fault window")
+    ax.set_ylabel(f"gateway calls per {width:g} s")
+    ax.set_title(f"{result.summary['scenario']} - gateway outcomes over time (seed {result.summary['seed']})")
+    ax.legend(fontsize=8, ncol=4, loc="upper left", bbox_to_anchor=(0, -0.15))
+    fig.tight_layout()
+    p = out / "gateway_outcomes.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p

@@ -14,6 +14,8 @@ import numpy as np
 
 from stacksim.catalog import Accelerator, ModelArch, UnknownId, get_accelerator, get_model, models
 from stacksim.errors import Problem
+from stacksim.gateway.plan import GatewayPlan
+from stacksim.network import RegionMap
 from stacksim.scenario import schema as S
 from stacksim.serving.core import ADMIT_WATERMARK
 from stacksim.serving.costmodel import DoesNotFit, MemoryPlan, cost_params, memory_plan
@@ -61,6 +63,8 @@ class ResolvedScenario:
     deployments: dict[str, ResolvedDeployment] = field(default_factory=dict)
     trace_paths: dict[FieldPath, str] = field(default_factory=dict)
     lines: dict[FieldPath, int] = field(default_factory=dict)
+    regions: RegionMap | None = None
+    gateway_plan: GatewayPlan | None = None
 
     def path(self, rel: str) -> str:
         p = Path(rel)
@@ -229,12 +233,11 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
                 )
             )
 
+    from stacksim.scenario.resolve_stack import resolve_stack
+
+    resolve_stack(rs, problems)
     for wname, w in sc.workloads.items():
         where = ("workloads", wname)
-        if w.target not in sc.deployments:
-            problems.append(
-                PathProblem(where + ("target",), f"no deployment named '{w.target}'; deployments: {', '.join(sc.deployments)}")
-            )
         if isinstance(w.arrival, S.Offline) and w.max_requests is None:
             problems.append(
                 PathProblem(where + ("arrival", "kind"), "kind 'offline' needs max_requests: how many requests arrive at time zero")

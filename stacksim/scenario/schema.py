@@ -4,24 +4,20 @@ Units live in field names (``_s``, ``_ms``, ``_gb``, ``_usd_per_gpu_hour``). Plu
 (arrival processes, length distributions, load balancers, engines) are discriminated unions on a
 ``kind`` field, so adding one is adding a class here and a function in the layer that runs it.
 
-Sections still to come (gateway, providers, agents, regions, faults, finops) get their own
-sub-models in this package when their layer lands; see ``docs/ARCHITECTURE.md``.
+Regions, residency, providers and faults live in :mod:`.schema_stack`, the gateway in
+:mod:`.schema_gateway`; sections still to come (agents, finops) get their own module when their
+layer lands; see ``docs/ARCHITECTURE.md``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=64)]
-
-
-class Strict(BaseModel):
-    # strict: YAML values are already typed, so `count: true` or `rate_per_s: "5"` are errors,
-    # not silently converted; allow_inf_nan=False: `.inf` and `.nan` are never valid numbers.
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
+from stacksim.scenario.schema_base import Name, Strict
+from stacksim.scenario.schema_gateway import Gateway, PromptRepeats
+from stacksim.scenario.schema_stack import Fault, ProviderEndpoint, Region, ResidencyClass
 
 # --------------------------------------------------------------------------- compute
 
@@ -31,7 +27,8 @@ class Pool(Strict):
 
     accelerator: str = Field(description="Catalog id, e.g. h100-sxm (see `stacksim catalog`).")
     count: int = Field(ge=1, description="Number of accelerators (GPUs/chips) in the pool.")
-    region: str = Field(default="us-east", description="Region name (free-form until the regions layer).")
+    region: str = Field(default="us-east", description="A catalog region id or a key of regions:.")
+    purchase: Literal["on_demand", "spot"] = Field(default="on_demand", description="spot pools can be preempted (faults).")
     price_usd_per_gpu_hour: float | None = Field(
         default=None,
         ge=0,
@@ -276,14 +273,17 @@ Length = Annotated[
 
 
 class Workload(Strict):
-    """An open-loop stream of requests sent to one deployment."""
+    """A stream of requests sent to one deployment, or to a model group of the gateway."""
 
-    target: str = Field(description="A key of `deployments:`.")
+    target: str = Field(description="A key of `deployments:` or a `model_name` of the gateway's model_list.")
     arrival: Arrival
     input_tokens: Length
     output_tokens: Length
     max_requests: int | None = Field(default=None, ge=1, description="Stop after this many arrivals.")
-    tags: dict[str, str] = Field(default_factory=dict, description="e.g. {team: search, tenant: acme}")
+    tags: dict[str, str] = Field(default_factory=dict, description="e.g. {team: search, tenant: acme, key: sk-search, user: u1}")
+    region: str | None = Field(default=None, description="Where the requests come from (gateway targets). Default: the gateway's first region.")
+    residency: str | None = Field(default=None, description="A key of residency: limiting where the data may go.")
+    prompts: PromptRepeats | None = Field(default=None, description="Repeated prompts (so an exact cache can hit). Default: all distinct.")
 
 
 class Slo(Strict):
@@ -304,8 +304,19 @@ class Scenario(Strict):
     horizon_s: float = Field(gt=0, description="Simulated time; arrivals stop here.")
     warmup_s: float = Field(default=0.0, ge=0, description="Requests arriving earlier are not in latency stats.")
     drain: bool = Field(default=False, description="Keep running after the horizon until every request ends.")
-    pools: dict[Name, Pool] = Field(min_length=1)
+    pools: dict[Name, Pool] = Field(default_factory=dict)
     models: dict[Name, ModelSpec] = Field(default_factory=dict)
-    deployments: dict[Name, Deployment] = Field(min_length=1)
+    deployments: dict[Name, Deployment] = Field(default_factory=dict)
     workloads: dict[Name, Workload] = Field(min_length=1)
     slo: Slo = Field(default_factory=Slo)
+    regions: dict[Name, Region] = Field(default_factory=dict, description="Custom regions, or overrides of catalog ones.")
+    residency: dict[Name, ResidencyClass] = Field(default_factory=dict)
+    providers: dict[Name, ProviderEndpoint] = Field(default_factory=dict, description="Hosted API endpoints.")
+    gateway: Gateway | None = None
+    faults: list[Fault] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something_serves(self) -> Scenario:
+        if not self.deployments and self.gateway is None:
+            raise ValueError("nothing serves the workloads: give deployments: (self-hosted) or a gateway: (hosted providers)")
+        return self

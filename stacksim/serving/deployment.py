@@ -10,8 +10,8 @@ import numpy as np
 import simpy
 
 from stacksim.kernels import cost as K
-from stacksim.metrics import QUEUED, REJECTED, RequestTable
-from stacksim.serving.balancer import make_balancer
+from stacksim.metrics import FAILED, QUEUED, REJECTED, RequestTable
+from stacksim.serving.balancer import RandomPick, make_balancer
 from stacksim.serving.replica import Replica
 
 if TYPE_CHECKING:
@@ -79,6 +79,22 @@ class DeploymentRuntime:
             r.preroute(ok[mine].tolist(), ok_t[mine].tolist())
         return True
 
+    def any_up(self) -> bool:
+        return any(r.accepting for r in self.replicas)
+
+    def _fail_now(self, rid: int) -> None:
+        """No replica can take it (all failed or draining): a connection error at once."""
+        self.reqs.status[rid] = FAILED
+        self.reqs.finish_s[rid] = self.env.now
+        self.on_done(rid)
+
+    def fail_replica(self, i: int) -> int:
+        """Replica i dies now; its requests fail (and are reported to whoever waits on them)."""
+        rids = self.replicas[i].fail()
+        for rid in rids:
+            self.on_done(rid)
+        return len(rids)
+
     def submit(self, rid: int) -> None:
         reqs = self.reqs
         if self.inp[rid] + self.out[rid] > self.max_model_len:
@@ -98,19 +114,28 @@ class DeploymentRuntime:
             # takes it. Waking the first replica with room would pile everything on replica 0.
             best, best_load = None, 0
             for r in self.replicas:
-                if r.can_take():
+                if r.accepting and r.can_take():
                     ld = r.load()
                     if best is None or ld < best_load:
                         best, best_load = r, ld
             if best is not None:
                 best.poke()
             return
-        self.replicas[self.balancer.pick(self.replicas)].enqueue(rid)
+        reps = self.replicas
+        up = [r for r in reps if r.accepting]
+        if len(up) == len(reps):
+            reps[self.balancer.pick(reps)].enqueue(rid)
+        elif not up:
+            self._fail_now(rid)
+        elif isinstance(self.balancer, RandomPick):
+            up[int(self.balancer.rng.integers(len(up)))].enqueue(rid)
+        else:  # round robin and least outstanding skip the replicas that are down
+            up[self.balancer.pick(up) % len(up)].enqueue(rid)
 
     def pull(self, replica: Any) -> None:
         """Shared queue: move requests to ``replica`` while it has free sequence slots."""
         q = self.queue
-        while q and replica.can_take():
+        while q and replica.accepting and replica.can_take():
             replica.take(q.popleft())
 
     def on_done(self, rid: int) -> None:

@@ -54,6 +54,11 @@ class _Prefill:
 
 
 class ReferenceReplica:
+    # The twin checks scheduling; faults (fail / repair) are exercised on the compiled replica.
+    up = True
+    accepting = True
+    failures = 0
+
     def __init__(self, env: simpy.Environment, dep: DeploymentRuntime, index: int, level_width_s: float, max_time_s: float):
         self.env = env
         self.dep = dep

@@ -15,7 +15,8 @@ import numpy as np
 import simpy
 
 from stacksim.kernels import cost as K
-from stacksim.metrics import QUEUED, Levels
+from stacksim.kernels.cost import level_set
+from stacksim.metrics import FAILED, QUEUED, Levels
 from stacksim.serving import core as C
 
 if TYPE_CHECKING:
@@ -52,6 +53,10 @@ class Replica:
         self.W = np.zeros(self.max_seqs + 64, dtype=np.int64)
         self.timer: simpy.Event | None = None
         self.idle_event: simpy.Event | None = None
+        self.up = True  # False while failed (faults)
+        self.accepting = True  # False while failed or draining before a spot kill
+        self.repaired: simpy.Event | None = None
+        self.failures = 0
         self.proc = env.process(self._run())
 
     def _alloc(self, n_arrivals: int) -> None:
@@ -148,6 +153,8 @@ class Replica:
 
     def poke(self) -> None:
         """New work may be schedulable: wake the replica or cut its decode stretch short."""
+        if not self.up:
+            return
         ev = self.idle_event
         if ev is not None:
             if not ev.triggered:
@@ -159,6 +166,50 @@ class Replica:
             assert self.timer is not None
             retarget(self.proc, self.timer, new)
             self.timer = new
+
+    # ------------------------------------------------------------------ faults
+
+    def held_requests(self) -> list[int]:
+        """Ids of the requests on this replica: decoding, in prefill, waiting."""
+        I, o = self.I, self.off
+        ms = self.max_seqs
+        out = I[o["rid"] : o["rid"] + I[C.N]].tolist()
+        pf = C.IO + 5 * ms
+        out += [int(I[pf + j * C.PF_FIELDS]) for j in range(int(I[C.NPF]))]
+        cap, h = len(self.W), int(I[C.WQ_HEAD])
+        out += [int(self.W[(h + k) % cap]) for k in range(int(I[C.WQ_LEN]))]
+        if int(I[C.ARR_POS]) < int(I[C.ARR_N]):
+            raise RuntimeError("a replica with pre-routed arrivals cannot fail (faults turn pre-routing off)")
+        return out
+
+    def fail(self) -> list[int]:
+        """The replica dies now: every request on it fails; its KV cache is gone. Returns their ids."""
+        now = self.env.now
+        rids = self.held_requests()
+        reqs = self.reqs
+        for rid in rids:
+            reqs.status[rid] = FAILED
+            reqs.finish_s[rid] = now
+        itl_from = self.itl_from
+        self._alloc(0)
+        self.itl_from = itl_from
+        self.W = np.zeros(self.max_seqs + 64, dtype=np.int64)
+        level_set(self.levels.acc, self.levels.state, now, 0.0, 0.0, 0.0, 0.0)
+        self.outstanding = 0
+        self.up = False
+        self.accepting = False
+        self.failures += 1
+        self.repaired = self.env.event()
+        if self.proc.is_alive and self.proc.target is not None:
+            self.proc.interrupt("failed")
+        return rids
+
+    def repair(self) -> None:
+        """Back in service, empty."""
+        self.up = True
+        self.accepting = True
+        if self.repaired is not None and not self.repaired.triggered:
+            self.repaired.succeed()
 
     # ------------------------------------------------------------------ the process
 
@@ -187,12 +238,21 @@ class Replica:
             if shared:
                 self.dep.pull(self)
             dt = C.plan(now, I, F, self.W, lacc, reqs.RF, reqs.RI, p)
-            if dt >= 0.0:
-                self.timer = env.timeout(dt)
-                yield self.timer
-            elif dt > -1.5:
-                self.idle_event = env.event()
-                yield self.idle_event
+            try:
+                if dt >= 0.0:
+                    self.timer = env.timeout(dt)
+                    yield self.timer
+                elif dt > -1.5:
+                    self.idle_event = env.event()
+                    yield self.idle_event
+                    self.idle_event = None
+                else:
+                    raise RuntimeError(f"replica scheduler reached an impossible state (code {dt})")
+            except simpy.Interrupt:
+                # Failed (see fail()): the pending step never ends; wait for the repair.
+                self.timer = None
                 self.idle_event = None
-            else:
-                raise RuntimeError(f"replica scheduler reached an impossible state (code {dt})")
+                assert self.repaired is not None
+                yield self.repaired
+                I, F = self.I, self.F
+                lacc = self.levels.acc

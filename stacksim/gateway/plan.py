@@ -1,0 +1,326 @@
+"""From the scenario's gateway section (LiteLLM vocabulary) to a plan the runtime executes:
+the deployments behind each model group (self-hosted or a hosted provider endpoint, with their
+region, limits, prices and context window) and the router's settings with LiteLLM's defaults.
+
+Defaults, each as LiteLLM has it (shared/facts/REFERENCE.md section 1.1 quotes the code):
+``num_retries`` 2 (DEFAULT_MAX_RETRIES), ``cooldown_time`` 5 s (DEFAULT_COOLDOWN_TIME_SECONDS),
+``request_timeout`` 6000 s (litellm constants), latency-based routing: window of 10 samples,
+1 h TTL, buffer 0, timeout penalty 1000; at most 5 fallbacks (ROUTER_MAX_FALLBACKS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from stacksim.catalog import UnknownId
+from stacksim.catalog.stack import (
+    ProviderModel,
+    get_provider_model,
+    provider_models,
+    provider_regions,
+    regions,
+)
+from stacksim.scenario import schema as S
+from stacksim.scenario import schema_gateway as G
+
+if TYPE_CHECKING:
+    from stacksim.network import RegionMap
+    from stacksim.scenario.resolve import PathProblem, ResolvedScenario
+
+DEFAULT_NUM_RETRIES = 2
+DEFAULT_COOLDOWN_S = 5.0
+DEFAULT_REQUEST_TIMEOUT_S = 6000.0
+LATENCY_WINDOW = 10
+LATENCY_TTL_S = 3600.0
+TIMEOUT_PENALTY = 1000.0
+MAX_FALLBACKS = 5
+
+# LiteLLM's provider prefixes (docs.litellm.ai/docs/providers) -> catalog provider ids.
+PREFIX = {
+    "openai": "openai", "azure": "azure-openai", "azure_ai": "azure-openai", "anthropic": "anthropic",
+    "gemini": "google", "vertex_ai": "google", "groq": "groq", "cerebras": "cerebras",
+    "together_ai": "together", "fireworks_ai": "fireworks", "bedrock": "bedrock", "mistral": "mistral",
+}
+SELF_PREFIX = ("hosted_vllm", "vllm", "stacksim")
+
+
+@dataclass
+class EndpointPlan:
+    name: str
+    provider: str
+    region: str
+    jurisdiction: str
+    rpm_limit: int | None  # None: the catalog's per-model tier
+    tpm_limit: int | None
+    error_rate: float
+    content_policy_block_rate: float
+    price_uplift: float
+    latency_scale: float
+    models: list[str] | None
+    latency: dict[str, Any] = field(default_factory=dict)  # model id -> schema ProviderLatency
+    outages: list[tuple[float, float, str, int]] = field(default_factory=list)  # (start, end, mode, status)
+
+
+@dataclass
+class TargetPlan:
+    index: int
+    group: str
+    label: str
+    kind: str  # "provider" or "self"
+    region: str
+    jurisdiction: str
+    context_window: int
+    endpoint: str | None = None
+    model: ProviderModel | None = None
+    deployment: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    weight: float | None = None
+    order: int | None = None
+    timeout: float | None = None
+    stream_timeout: float | None = None
+    max_parallel: int | None = None
+    usd_in_per_token: float = 0.0
+    usd_out_per_token: float = 0.0
+    cost_known: bool = True
+
+
+@dataclass
+class GatewayPlan:
+    targets: list[TargetPlan]
+    groups: dict[str, list[int]]
+    endpoints: dict[str, EndpointPlan]
+    strategy: str
+    num_retries: int
+    retry_after: float
+    timeout: float
+    allowed_fails: int | None
+    cooldown_s: float
+    fallbacks: dict[str, list[str]]
+    context_window_fallbacks: dict[str, list[str]]
+    content_policy_fallbacks: dict[str, list[str]]
+    default_fallbacks: list[str]
+    pre_call_checks: bool
+    latency_ttl_s: float
+    latency_buffer: float
+    latency_window: int
+    cache: bool
+    cache_semantic: bool
+    cache_ttl_s: float | None
+    spec: G.Gateway
+    ignored: list[str] = field(default_factory=list)
+
+
+def _extras(model: Any, prefix: str) -> list[str]:
+    out = []
+    for k in (model.model_extra or {}):
+        out.append(f"{prefix}.{k}")
+    return out
+
+
+def _fallbacks(*lists: G.FallbackList | None) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for lst in lists:
+        for item in lst or []:
+            for k, v in item.items():
+                out.setdefault(k, list(v))
+    return out
+
+
+def _host(url: str | None) -> str:
+    if not url or url.startswith("os.environ/"):
+        return ""
+    return (urlparse(url if "//" in url else "//" + url).hostname or "").lower()
+
+
+def endpoint_plans(sc: S.Scenario, rm: RegionMap, problems: list[PathProblem]) -> dict[str, EndpointPlan]:
+    from stacksim.scenario.resolve import PathProblem
+
+    out: dict[str, EndpointPlan] = {}
+    known = provider_models()
+    regs = provider_regions()
+    for name, ep in sc.providers.items():
+        where = ("providers", name)
+        if ep.provider not in known:
+            problems.append(PathProblem(where + ("provider",), UnknownId("provider", ep.provider, sorted(known)).message()))
+            continue
+        region = ep.region or (regs[ep.provider][0].region if regs.get(ep.provider) else "us-east")
+        if region not in rm.places:
+            problems.append(PathProblem(where + ("region",), f"unknown region '{region}'; catalog regions: {', '.join(sorted(regions()))} (or add it under regions:)"))
+            continue
+        uplift = ep.price_uplift
+        if uplift is None:
+            uplift = next((r.price_uplift for r in regs.get(ep.provider, []) if r.region == region), 0.0)
+        for m in ep.models or []:
+            try:
+                get_provider_model(ep.provider, m)
+            except UnknownId as exc:
+                problems.append(PathProblem(where + ("models",), exc.message()))
+        out[name] = EndpointPlan(
+            name, ep.provider, region, rm.jurisdiction(region), ep.rpm_limit, ep.tpm_limit, ep.error_rate,
+            ep.content_policy_block_rate, uplift, ep.latency_scale, ep.models, dict(ep.latency),
+        )
+    return out
+
+
+def _implicit_endpoint(provider: str, api_base: str | None, rm: RegionMap) -> EndpointPlan:
+    regs = provider_regions().get(provider, [])
+    host = _host(api_base)
+    chosen = next((r for r in regs if host and _host(r.endpoint) == host), None) or (regs[0] if regs else None)
+    region = chosen.region if chosen else "us-east"
+    return EndpointPlan(
+        f"{provider}@{region}", provider, region, rm.jurisdiction(region) if region in rm.places else "",
+        None, None, 0.0, 0.0, chosen.price_uplift if chosen else 0.0, 1.0, None,
+    )
+
+
+def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem]) -> GatewayPlan | None:
+    from stacksim.scenario.resolve import PathProblem
+
+    sc = rs.scenario
+    gw = sc.gateway
+    if gw is None:
+        return None
+    endpoints = endpoint_plans(sc, rm, problems)
+    rset = gw.router_settings or G.RouterSettings()
+    lset = gw.litellm_settings or G.LitellmSettings()
+    ignored = _extras(rset, "router_settings") + _extras(lset, "litellm_settings")
+    ignored += _extras(rset.routing_strategy_args, "router_settings.routing_strategy_args")
+    if gw.general_settings is not None:
+        ignored += [f"general_settings.{k}" for k in (gw.general_settings.model_extra or {})]
+    for r in gw.regions:
+        if r not in rm.places:
+            problems.append(PathProblem(("gateway", "regions"), f"unknown region '{r}'; catalog regions: {', '.join(sorted(regions()))}"))
+    targets: list[TargetPlan] = []
+    groups: dict[str, list[int]] = {}
+    for i, entry in enumerate(gw.model_list or []):
+        where: tuple[str | int, ...] = ("gateway", "model_list", i, "litellm_params", "model")
+        lp = entry.litellm_params
+        ignored += [f"model_list[{i}].{x}" for x in _extras(lp, "litellm_params") + _extras(entry.model_info, "model_info") + _extras(entry, "entry")]
+        prefix, _, rest = lp.model.partition("/")
+        if not rest:
+            problems.append(PathProblem(where, f"'{lp.model}' needs a provider prefix, e.g. openai/gpt-4o or hosted_vllm/<deployment>"))
+            continue
+        common: dict[str, Any] = {
+            "rpm": lp.rpm, "tpm": lp.tpm, "weight": lp.weight, "order": lp.order, "timeout": lp.timeout,
+            "stream_timeout": lp.stream_timeout, "max_parallel": lp.max_parallel_requests,
+        }
+        is_self = prefix in SELF_PREFIX or (prefix == "openai" and rest in rs.deployments and _host(lp.api_base) not in ("", "api.openai.com"))
+        if is_self:
+            rd = rs.deployments.get(rest)
+            if rd is None:
+                problems.append(PathProblem(where, f"no deployment named '{rest}'; deployments: {', '.join(rs.deployments) or 'none'}"))
+                continue
+            region = rd.pool.spec.region
+            known = lp.input_cost_per_token is not None and lp.output_cost_per_token is not None
+            t = TargetPlan(
+                len(targets), entry.model_name, f"{prefix}/{rest}", "self", region,
+                rm.jurisdiction(region) if region in rm.places else "", rd.max_model_len, deployment=rest,
+                usd_in_per_token=lp.input_cost_per_token or 0.0, usd_out_per_token=lp.output_cost_per_token or 0.0,
+                cost_known=known, **common,
+            )
+        else:
+            if prefix in endpoints:
+                ep = endpoints[prefix]
+            else:
+                provider = PREFIX.get(prefix)
+                if provider is None:
+                    problems.append(PathProblem(where, f"unknown provider prefix '{prefix}/'; valid: {', '.join(sorted(PREFIX))}, "
+                                                f"{', '.join(SELF_PREFIX)} (self-hosted), or a key of providers: ({', '.join(endpoints) or 'none'})"))
+                    continue
+                mine = [e for e in endpoints.values() if e.provider == provider]
+                host = _host(lp.api_base)
+                by_host = [e for e in mine if host and any(_host(r.endpoint) == host and r.region == e.region
+                                                           for r in provider_regions().get(provider, []))]
+                if len(by_host) == 1:
+                    ep = by_host[0]
+                elif len(mine) == 1:
+                    ep = mine[0]
+                elif len(mine) > 1:
+                    problems.append(PathProblem(where, f"providers: has {len(mine)} {provider} endpoints ({', '.join(e.name for e in mine)}); "
+                                                f"name one as the prefix, e.g. {mine[0].name}/{rest}"))
+                    continue
+                else:
+                    ep = _implicit_endpoint(provider, lp.api_base, rm)
+                    endpoints.setdefault(ep.name, ep)
+                    ep = endpoints[ep.name]
+            pm = None
+            for cand in (rest, (entry.model_info.base_model or "").partition("/")[2] or entry.model_info.base_model, entry.model_name):
+                if not cand:
+                    continue
+                try:
+                    pm = get_provider_model(ep.provider, cand)
+                    break
+                except UnknownId:
+                    continue
+            if pm is None:
+                valid = sorted(provider_models().get(ep.provider, {}))
+                problems.append(PathProblem(where, f"{ep.provider} serves no catalog model '{rest}' (also tried model_info.base_model and "
+                                            f"model_name '{entry.model_name}'); catalog models: {', '.join(valid)}"))
+                continue
+            if ep.models is not None and pm.model not in ep.models and pm.catalog_model not in ep.models:
+                problems.append(PathProblem(where, f"endpoint {ep.name} is restricted to {', '.join(ep.models)}"))
+                continue
+            lat = ep.latency.get(pm.model) or ep.latency.get(pm.catalog_model)
+            if lat is not None:
+                pm = replace(pm, ttft_p50_s=lat.ttft_p50_s, ttft_p90_s=lat.ttft_p90_s, output_tps_p50=lat.output_tps_p50,
+                             output_tps_p10=lat.output_tps_p10, latency_source=f"scenario: {lat.source}")
+            if pm.ttft_p50_s is None or pm.output_tps_p50 is None:
+                problems.append(PathProblem(where, f"the provider catalog has no published latency for {ep.provider} {pm.model} "
+                                            f"(see stacksim/catalog/data/PROVIDERS_SOURCES.md); give it under providers.<name>.latency.{pm.model} "
+                                            "(ttft_p50_s, output_tps_p50, source), naming the endpoint in the model prefix"))
+                continue
+            up = 1.0 + ep.price_uplift
+            t = TargetPlan(
+                len(targets), entry.model_name, f"{ep.name}/{pm.model}", "provider", ep.region, ep.jurisdiction,
+                entry.model_info.max_input_tokens or pm.context_window_tokens or 10**9, endpoint=ep.name, model=pm,
+                usd_in_per_token=lp.input_cost_per_token if lp.input_cost_per_token is not None else (pm.usd_per_1m_input or 0.0) * up / 1e6,
+                usd_out_per_token=lp.output_cost_per_token if lp.output_cost_per_token is not None else (pm.usd_per_1m_output or 0.0) * up / 1e6,
+                cost_known=pm.usd_per_1m_input is not None, **common,
+            )
+        targets.append(t)
+        groups.setdefault(entry.model_name, []).append(t.index)
+    strategy = rset.routing_strategy
+    if strategy == "cost-based-routing":
+        for t in targets:
+            if not t.cost_known:
+                problems.append(PathProblem(("gateway", "model_list", t.index, "litellm_params"),
+                                            f"cost-based-routing needs a price for {t.label}: set input_cost_per_token and output_cost_per_token"))
+    fb = _fallbacks(rset.fallbacks, lset.fallbacks)
+    cw = _fallbacks(rset.context_window_fallbacks, lset.context_window_fallbacks)
+    cp = _fallbacks(rset.content_policy_fallbacks, lset.content_policy_fallbacks)
+    for label, table in (("fallbacks", fb), ("context_window_fallbacks", cw), ("content_policy_fallbacks", cp)):
+        for k, v in table.items():
+            for g in [k, *v]:
+                if g not in groups:
+                    problems.append(PathProblem(("gateway", "router_settings", label), f"'{g}' is not a model_name of model_list ({', '.join(groups)})"))
+    for w_name, w in sc.workloads.items():
+        if w.target in groups and w.target in rs.deployments:
+            problems.append(PathProblem(("workloads", w_name, "target"), f"'{w.target}' is both a deployment and a gateway model_name; rename one"))
+    cparams = lset.cache_params
+    return GatewayPlan(
+        targets=targets,
+        groups=groups,
+        endpoints=endpoints,
+        strategy=strategy,
+        num_retries=rset.num_retries if rset.num_retries is not None else (lset.num_retries if lset.num_retries is not None else DEFAULT_NUM_RETRIES),
+        retry_after=rset.retry_after or 0.0,
+        timeout=rset.timeout or lset.request_timeout or DEFAULT_REQUEST_TIMEOUT_S,
+        allowed_fails=rset.allowed_fails,
+        cooldown_s=0.0 if rset.disable_cooldowns else (rset.cooldown_time if rset.cooldown_time is not None else DEFAULT_COOLDOWN_S),
+        fallbacks=fb,
+        context_window_fallbacks=cw,
+        content_policy_fallbacks=cp,
+        default_fallbacks=list(rset.default_fallbacks or lset.default_fallbacks or []),
+        pre_call_checks=rset.enable_pre_call_checks,
+        latency_ttl_s=rset.routing_strategy_args.ttl or LATENCY_TTL_S,
+        latency_buffer=rset.routing_strategy_args.lowest_latency_buffer or 0.0,
+        latency_window=rset.routing_strategy_args.max_latency_list_size or LATENCY_WINDOW,
+        cache=lset.cache,
+        cache_semantic="semantic" in cparams.type,
+        cache_ttl_s=cparams.ttl,
+        spec=gw,
+        ignored=ignored,
+    )
