@@ -439,9 +439,9 @@ def dashboard(
 
 @app.command()
 def catalog(
-    kind: Annotated[str, typer.Argument(help="accelerators or models")] = "accelerators",
+    kind: Annotated[str, typer.Argument(help="accelerators, models, providers or regions")] = "accelerators",
 ) -> None:
-    """List the accelerator or model catalog."""
+    """List a catalog: accelerators, models, hosted providers or regions."""
     from stacksim.catalog import accelerators, models
 
     if kind.startswith("acc"):
@@ -460,8 +460,29 @@ def catalog(
             t.add_row(m.id, _fmt(m.params_total_b, 1), _fmt(m.params_active_b, 1), str(m.num_layers), str(m.hidden_size),
                       f"{m.num_attention_heads}/{m.num_kv_heads}",
                       f"{m.experts_per_token}/{m.num_experts}" if m.is_moe else "-", m.attention, f"{m.max_context:,}")
+    elif kind.startswith("prov"):
+        from stacksim.catalog.stack import provider_models
+
+        t = Table(title="hosted providers (sources per row in stacksim/catalog/data/providers.csv)")
+        for c in ("provider", "model", "TTFT p50 s", "out tok/s p50", "$/1M in", "$/1M out", "context", "RPM", "TPM"):
+            t.add_column(c, justify="left" if c in ("provider", "model") else "right")
+        for prov, ms in sorted(provider_models().items()):
+            for m in ms.values():
+                t.add_row(prov, m.model, _fmt(m.ttft_p50_s, 2), _fmt(m.output_tps_p50, 0), _fmt(m.usd_per_1m_input, 2),
+                          _fmt(m.usd_per_1m_output, 2), _fmt(m.context_window_tokens, 0), _fmt(m.rpm_limit, 0), _fmt(m.tpm_limit, 0))
+    elif kind.startswith("reg"):
+        from stacksim.catalog.stack import regions
+        from stacksim.network import rtt_fit
+
+        fit = rtt_fit()
+        t = Table(title=f"regions (round trips: measured pairs, else {fit.fixed_ms:.1f} ms + {fit.route_factor:.2f} x fibre time; "
+                        f"median error {fit.median_ape:.0%}, leave-one-out {fit.loo_median_ape:.0%}, n={fit.n})")
+        for c in ("id", "name", "jurisdiction", "aws region"):
+            t.add_column(c)
+        for r in regions().values():
+            t.add_row(r.id, r.name, r.jurisdiction, r.aws_region)
     else:
-        _fail(StackSimError(f"unknown catalog '{kind}'; valid: accelerators, models"))
+        _fail(StackSimError(f"unknown catalog '{kind}'; valid: accelerators, models, providers, regions"))
         return
     out_console.print(t)
 

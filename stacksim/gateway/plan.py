@@ -280,6 +280,10 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
                 usd_out_per_token=lp.output_cost_per_token if lp.output_cost_per_token is not None else (pm.usd_per_1m_output or 0.0) * up / 1e6,
                 cost_known=pm.usd_per_1m_input is not None, **common,
             )
+        # A readable, unique label: LiteLLM's model_info.id, else the model string and region.
+        t.label = entry.model_info.id or (t.label if t.kind == "self" else f"{lp.model}@{t.region}")
+        if any(x.label == t.label for x in targets):
+            t.label += f"#{i}"
         targets.append(t)
         groups.setdefault(entry.model_name, []).append(t.index)
     strategy = rset.routing_strategy

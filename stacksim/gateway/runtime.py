@@ -466,7 +466,8 @@ class GatewayRuntime:
         now = self.env.now
         self.usage.end(t.index, now, int(self.calls.input_tokens[cid]) + out, ok)
         self.cooldowns.record(t.index, now, http, len(self.plan.groups[t.group]))
-        if isinstance(self.strategy, LatencyBased):
+        if isinstance(self.strategy, LatencyBased) and (ok or kind == "timeout"):
+            # lowest_latency.py logs successes, and a timeout as the penalty; other failures not.
             self.strategy.observe(t.index, now, now - start, out, kind == "timeout")
         self.calls.egress_usd[cid] += egress
         self.a_call.append(cid)

@@ -158,9 +158,12 @@ def build_region_map(custom: dict[str, tuple[str | None, float | None, float | N
             egress if egress is not None else (base.egress_usd_per_gb if base else default_egress),
             "scenario" if egress is not None else src,
         )
+    seen: dict[tuple[str, str], list[float]] = {}
     for m in measured_rtts():
         key = (m.a, m.b) if m.a < m.b else (m.b, m.a)
-        rm._rtt[key] = m.rtt_ms
+        seen.setdefault(key, []).append(m.rtt_ms)
+    for key, vals in seen.items():  # two sources for one pair: their mean
+        rm._rtt[key] = float(np.mean(vals))
     return rm
 
 

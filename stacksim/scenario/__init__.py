@@ -154,6 +154,7 @@ def load_scenario_text(text: str, file: str | None = None, overrides: dict[str, 
             [Problem("a scenario is a YAML mapping with keys such as pools, deployments and workloads", line=1)],
             file=file,
         )
+    merged = _merge_gateway_config(data, file)
     if overrides:
         data = {**data, **overrides}
         # An overridden field is not where the file says it is: report it without a line.
@@ -168,9 +169,54 @@ def load_scenario_text(text: str, file: str | None = None, overrides: dict[str, 
         raise ScenarioError(problems, file=file) from None
     rs, probs = resolve(sc, file)
     if probs:
-        raise ScenarioError(problems_to_report(probs, lines), file=file)
+        report = problems_to_report(probs, lines)
+        if merged is not None:
+            cfg_file, cfg_lines, keys = merged
+            for pp, rp in zip(probs, report):
+                if len(pp.path) > 1 and pp.path[0] == "gateway" and pp.path[1] in keys:
+                    n = line_of(cfg_lines, pp.path[1:])
+                    rp.message += f" (in {cfg_file}" + (f", line {n})" if n else ")")
+        raise ScenarioError(report, file=file)
     rs.lines = lines
     return rs
+
+
+LITELLM_KEYS = ("model_list", "router_settings", "litellm_settings", "general_settings")
+
+
+def _merge_gateway_config(data: dict[str, Any], file: str | None) -> tuple[str, dict[Any, int], list[str]] | None:
+    """gateway.config_file: read a LiteLLM proxy config.yaml and use its model_list and settings
+    where the scenario's gateway section does not give them. Errors name the config file."""
+    gw = data.get("gateway")
+    if not isinstance(gw, dict) or not isinstance(gw.get("config_file"), str):
+        return None
+    base = Path(file).resolve().parent if file else Path.cwd()
+    cfg = Path(gw["config_file"])
+    cfg = cfg if cfg.is_absolute() else base / cfg
+    name = str(cfg)
+    if not cfg.is_file():
+        raise ScenarioError([Problem(f"gateway.config_file: no file {name}", field="gateway.config_file")], file=file)
+    cdata, clines = load_yaml_with_lines(cfg.read_text(encoding="utf-8"), name)
+    if not isinstance(cdata, dict) or "model_list" not in cdata:
+        raise ScenarioError([Problem("a LiteLLM config is a mapping with a model_list (docs.litellm.ai/docs/proxy/configs)", line=1)], file=name)
+    from stacksim.scenario.schema_gateway import LitellmConfig
+
+    try:
+        LitellmConfig.model_validate(cdata)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            path = tuple(err["loc"])
+            problems.append(Problem(err["msg"].removeprefix("Value error, "), field=dotted(path), line=line_of(clines, path)))
+        raise ScenarioError(problems, file=name) from None
+    keys = [k for k in LITELLM_KEYS if k in cdata and k not in gw]
+    data["gateway"] = {**gw, **{k: cdata[k] for k in keys}}
+    ignored = sorted(set(cdata) - set(LITELLM_KEYS))
+    if ignored:
+        data["gateway"].setdefault("general_settings", {})
+        if isinstance(data["gateway"]["general_settings"], dict):
+            data["gateway"]["general_settings"] = {**data["gateway"]["general_settings"], **{f"config.{k}": True for k in ignored}}
+    return name, clines, keys
 
 
 def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedScenario:

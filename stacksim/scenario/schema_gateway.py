@@ -118,6 +118,15 @@ class LitellmSettings(Loose):
     cache_params: CacheParams = Field(default_factory=CacheParams)
 
 
+class LitellmConfig(Loose):
+    """A LiteLLM proxy config.yaml, as `gateway.config_file` reads it."""
+
+    model_list: list[ModelListEntry]
+    router_settings: RouterSettings | None = None
+    litellm_settings: LitellmSettings | None = None
+    general_settings: Loose | None = None
+
+
 # --------------------------------------------------------------------------- stacksim's additions
 
 
