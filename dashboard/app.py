@@ -110,11 +110,15 @@ def cdf_figure(df: pd.DataFrame, warm: float) -> plt.Figure:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     m = (df["status"] == "completed") & (df["arrival_s"] >= warm)
     for ax, col, title in zip(axes, ("ttft_s", "tpot_s", "e2e_s"), ("TTFT", "TPOT", "end-to-end")):
-        for dep in df["deployment"].cat.categories:
-            v = np.sort(df.loc[m & (df["deployment"] == dep), col].to_numpy(dtype=float))
+        groups = [(str(d), df["deployment"] == d) for d in df["deployment"].cat.categories]
+        if "route" in df:  # gateway calls: one line per model group
+            groups = [(n, sel & (df["via"] == "direct")) for n, sel in groups]
+            groups += [(f"route {r}", df["route"] == r) for r in df["route"].cat.categories]
+        for label, sel in groups:
+            v = np.sort(df.loc[m & sel, col].to_numpy(dtype=float))
             v = v[np.isfinite(v)] * 1000
             if v.size:
-                ax.plot(v, np.arange(1, v.size + 1) / v.size, label=str(dep))
+                ax.plot(v, np.arange(1, v.size + 1) / v.size, label=label)
         ax.set_xscale("log")
         ax.set_title(title)
         ax.set_xlabel("ms")
@@ -277,10 +281,23 @@ def main() -> None:
             )
             st.pyplot(cdf_figure(res["requests"], s["time"]["warmup_s"]))
             st.pyplot(levels_figure(res["timeseries"]))
-            spend = pd.DataFrame({name: {"spend_usd": p["spend_usd"], "idle_spend_usd": p["idle_spend_usd"]} for name, p in s["pools"].items()}).T
-            st.markdown("**spend of this run by pool (USD)**")
-            st.bar_chart(spend, height=220)
-            st.dataframe(pd.DataFrame(s["deployments"]).T[["model", "accelerator", "replicas", "utilisation", "mean_running", "mean_kv_used", "preemptions", "requests_per_s", "spend_usd"]])
+            if s["pools"]:
+                spend = pd.DataFrame({name: {"spend_usd": p["spend_usd"], "idle_spend_usd": p["idle_spend_usd"]} for name, p in s["pools"].items()}).T
+                st.markdown("**spend of this run by pool (USD)**")
+                st.bar_chart(spend, height=220)
+            if s["deployments"]:
+                st.dataframe(pd.DataFrame(s["deployments"]).T[["model", "accelerator", "replicas", "utilisation", "mean_running", "mean_kv_used", "preemptions", "requests_per_s", "spend_usd"]])
+            if "gateway" in s:
+                g = s["gateway"]
+                st.markdown(f"**gateway** ({g['routing_strategy']}): API spend ${g['spend']['api_usd']:,.2f}, retries {g['retries']:,}, "
+                            f"fallbacks {g['fallbacks']:,}, cache hits {g['cache']['exact_hits'] + g['cache']['semantic_hits']:,}, "
+                            f"residency fail-closed {g['residency']['failed_closed']:,} (violations {g['residency']['violations']})")
+                st.dataframe(pd.DataFrame({k: {"calls": r["calls"], "completed": r["completed"], "rejected": r["rejected"],
+                                               "failed": r["failed"], "cost_usd": r["cost_usd"]} for k, r in g["routes"].items()}).T)
+                st.dataframe(pd.DataFrame({"outcome": list(g["outcomes"]), "calls": list(g["outcomes"].values())}))
+            for f in s.get("faults", []):
+                st.caption(f"fault {f['kind']} on {f['target']} {f['start_s']:g}-{f['end_s']:g} s: {f['requests_during']:,} requests during, "
+                           f"{f['failed_during']:,} failed, {f['retried_during']:,} retried")
             compare_side_by_side(s, seed)
             d1, d2, d3 = st.columns(3)
             d1.download_button("scenario YAML", text, file_name=Path(name).name, key="dl_yaml")

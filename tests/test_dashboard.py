@@ -111,3 +111,13 @@ def test_sweep_results_tab(tmp_path: Path) -> None:
     at.text_input(key="sweep_dir").set_value(str(tmp_path / "out")).run()
     assert not at.exception, at.exception
     assert len(at.dataframe[-1].value) == 2
+
+
+def test_gateway_scenarios_run_and_show_the_gateway() -> None:
+    """Scenarios with a gateway (and none or some deployments) run and show the gateway table."""
+    at = app()
+    for name in ("starting-fresh-2026.yaml", "sovereign-eu-2026.yaml"):
+        at.selectbox(key="scenario").select(name).run()
+        at.button(key="run").click().run()
+        assert not at.exception, (name, at.exception)
+        assert any("**gateway**" in m.value for m in at.markdown), name
