@@ -134,7 +134,6 @@ class GatewayRuntime:
         self.a_http: list[int] = []
         self.a_kind: list[str] = []
         self.pending = calls.n
-        self.residency_violations = 0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -398,8 +397,6 @@ class GatewayRuntime:
         start = env.now
         c.attempts[cid] += 1
         self.usage.start(t.index, start)
-        if not allowed(self.residency[c.workload[cid]], t.jurisdiction):
-            self.residency_violations += 1  # cannot happen: candidates are filtered; counted to prove it
         rtt = rm.rtt_s(inst.region, t.region)
         total_to = t.timeout or plan.timeout
         first_to = t.stream_timeout

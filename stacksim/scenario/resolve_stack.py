@@ -48,10 +48,9 @@ def resolve_stack(rs: ResolvedScenario, problems: list[PathProblem]) -> None:
             continue
         if via_gateway and isinstance(w.arrival, S.ClosedLoop):
             problems.append(PathProblem(where + ("arrival", "kind"), "closed_loop clients send straight to a deployment; through the gateway use an open-loop arrival"))
-        for field, value, present in (("region", w.region, True), ("residency", w.residency, True), ("prompts", w.prompts, False)):
+        for field, value in (("region", w.region), ("residency", w.residency), ("prompts", w.prompts)):
             if value is not None and not via_gateway:
                 problems.append(PathProblem(where + (field,), f"{field} applies to requests through the gateway; '{w.target}' is a deployment"))
-            _ = present
         if w.region is not None and w.region not in rm.places:
             problems.append(PathProblem(where + ("region",), f"unknown region '{w.region}'; valid: {valid_regions}"))
         if w.residency is not None and w.residency not in sc.residency:
