@@ -79,6 +79,9 @@ def load_text(choice: str) -> tuple[str, str]:
     return path.read_text(encoding="utf-8"), str(path)  # the full path: relative trace paths resolve
 
 
+KNOB_KEYS = ("acc", "count", "model", "prec", "replicas", "tp", "lb", "rate")
+
+
 def knobs(data: dict[str, Any]) -> dict[str, Any]:
     """Sidebar controls for the main knobs; returns the edited data."""
     sb = st.sidebar
@@ -247,6 +250,12 @@ def main() -> None:
         return
     data = yaml.safe_load(edited_text)
     seed = int(st.sidebar.number_input("seed", 0, 2**31 - 1, int(data.get("seed", 0)), key=f"seed:{choice}"))
+    if st.session_state.get("knobs_for") != choice:
+        # Knob widgets are keyed by pool / deployment / workload name: a name another scenario
+        # also uses must start from this scenario's value, not the last one's.
+        for k in [k for k in st.session_state if str(k).split(":")[0] in KNOB_KEYS]:
+            del st.session_state[k]
+        st.session_state["knobs_for"] = choice
     data = knobs(data)
     text = yaml.safe_dump(data, sort_keys=False)
     try:
@@ -289,7 +298,7 @@ def main() -> None:
                 st.dataframe(pd.DataFrame(s["deployments"]).T[["model", "accelerator", "replicas", "utilisation", "mean_running", "mean_kv_used", "preemptions", "requests_per_s", "spend_usd"]])
             if "gateway" in s:
                 g = s["gateway"]
-                st.markdown(f"**gateway** ({g['routing_strategy']}): API spend ${g['spend']['api_usd']:,.2f}, retries {g['retries']:,}, "
+                st.markdown(f"**gateway** ({g.get('routing_strategy', g['kind'])}): API spend ${g['spend']['api_usd']:,.2f}, retries {g['retries']:,}, "
                             f"fallbacks {g['fallbacks']:,}, cache hits {g['cache']['exact_hits'] + g['cache']['semantic_hits']:,}, "
                             f"residency fail-closed {g['residency']['failed_closed']:,} (violations {g['residency']['violations']})")
                 st.dataframe(pd.DataFrame({k: {"calls": r["calls"], "completed": r["completed"], "rejected": r["rejected"],

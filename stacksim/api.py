@@ -14,12 +14,13 @@ def run_scenario(
     scenario: ResolvedScenario | str | Path,
     seed: int | None = None,
     progress: Callable[[float, float], None] | None = None,
+    spans: bool = False,
 ) -> Result:
     """Run a scenario (a resolved scenario, or a path to a YAML file) and return its result.
 
     ``seed`` overrides the scenario's seed; ``progress(sim_time, horizon)`` is called as the run
-    advances (about 100 times).
+    advances (about 100 times); ``spans=True`` keeps every span for an OpenTelemetry export.
     """
     rs = scenario if isinstance(scenario, ResolvedScenario) else load_scenario(scenario)
     sim = Simulation(rs, seed=seed).run(progress)
-    return build_result(sim)
+    return build_result(sim, spans=spans)

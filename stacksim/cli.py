@@ -125,6 +125,8 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
         out_console.print(d)
     if "gateway" in s:
         _print_gateway(s)
+    if "agents" in s:
+        _print_agents(s["agents"])
     th = s["throughput"]
     sp = s["spend"]
     api = f", API ${sp['api_usd']:,.2f}, egress ${sp['egress_usd']:,.4f} this run" if "api_usd" in sp else ""
@@ -140,10 +142,34 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
         out_console.print(f"results in [bold]{out_dir}[/]")
 
 
+def _print_agents(a: dict[str, Any]) -> None:
+    t = Table(title="agent fleets (task latency in s; tokens and $ per task)", title_justify="left")
+    for col in ("fleet", "tasks", "done", "stopped", "p50", "p90", "p99", "LLM calls", "tools", "tokens in", "out", "amplif.", "cached", "$/task"):
+        t.add_column(col, justify="left" if col == "fleet" else "right")
+    for name, f in a["fleets"].items():
+        lat, pt, tk = f["latency_s"], f["per_task"], f["tasks"]
+        stopped = sum(tk.get(k, 0) for k in ("failed", "timeout", "budget_steps", "budget_tokens", "budget_usd"))
+        amp = f["token_amplification"]
+        t.add_row(name, f"{tk['arrived']:,}", f"{tk['completed']:,}", f"{stopped:,}", _fmt(lat["p50"]), _fmt(lat["p90"]), _fmt(lat["p99"]),
+                  _fmt(pt["llm_calls"]), _fmt(pt["tool_calls"]), _fmt(pt["input_tokens"], 0), _fmt(pt["output_tokens"], 0),
+                  f"{amp:.1f}x" if amp else "-", f"{f['cached_input_share']:.0%}", _fmt(pt["cost_usd"], 4))
+    out_console.print(t)
+    for name, tl in a["tools"].items():
+        util = f"{tl['utilisation']:.0%} busy, " if tl["utilisation"] is not None else ""
+        out_console.print(f"tool {name}: {tl['calls']:,} calls, {util}{tl['failures']:,} failed, {tl['rate_limited']:,} rate-limited, "
+                          f"wait {tl['mean_wait_ms']:,.0f} ms")
+    for name, v in a["vector_stores"].items():
+        out_console.print(f"vector store {name}: {v['queries']:,} queries, {v['writes']:,} writes, {v['utilisation']:.0%} busy, "
+                          f"wait {v['mean_wait_ms']:,.1f} ms")
+
+
 def _print_gateway(s: dict[str, Any]) -> None:
     g = s["gateway"]
-    t = Table(title=f"gateway routes ({g['routing_strategy']}, {g['num_retries']} retries, cooldown {g['cooldown_s']:g} s)",
-              title_justify="left")
+    if g["kind"] == "portkey":
+        title = "gateway routes (Portkey configs)"
+    else:
+        title = f"gateway routes ({g['routing_strategy']}, {g['num_retries']} retries, cooldown {g['cooldown_s']:g} s)"
+    t = Table(title=title, title_justify="left")
     for col in ("route", "calls", "ok", "rejected", "failed", "TTFT p50", "e2e p90", "$ run"):
         t.add_column(col, justify="left" if col == "route" else "right")
     for name, r in g["routes"].items():
@@ -151,6 +177,8 @@ def _print_gateway(s: dict[str, Any]) -> None:
         t.add_row(name, f"{r['calls']:,}", f"{r['completed']:,}", f"{r['rejected']:,}", f"{r['failed']:,}",
                   _fmt(lat["ttft"]["p50"]), _fmt(lat["e2e"]["p90"]), f"{r['cost_usd']:,.2f}")
     out_console.print(t)
+    for name, tree in g.get("configs", {}).items():
+        out_console.print(f"config {name}: {tree}")
     out_console.print(
         f"gateway: retries {g['retries']:,} ({g['calls_retried']:,} calls), fallbacks {g['fallbacks']:,}, "
         f"cooldowns {g['cooldowns']['count']:,}, cache hits {g['cache']['exact_hits'] + g['cache']['semantic_hits']:,}, "
@@ -174,6 +202,7 @@ def run(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default runs/<name>-seed<seed>).")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
+    otel: Annotated[bool, typer.Option("--otel", help="Also write traces.otlp.json (OpenTelemetry spans of agent tasks and gateway calls).")] = False,
 ) -> None:
     """Run a scenario: print a summary, write summary.json, requests.parquet, plots."""
     from stacksim import load_scenario, run_scenario, write_result
@@ -185,7 +214,7 @@ def run(
         prog = _LazyProgress(f"running {rs.scenario.name}")
         t0 = time.perf_counter()
         try:
-            result = run_scenario(rs, seed=seed, progress=prog)
+            result = run_scenario(rs, seed=seed, progress=prog, spans=otel)
         finally:
             prog.close()
         wall = time.perf_counter() - t0

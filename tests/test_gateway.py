@@ -34,6 +34,7 @@ from stacksim.gateway.routing import (
 )
 from stacksim.metrics.summary import Result, build_result
 from stacksim.scenario import load_scenario, load_scenario_text
+from tests.gateway_helpers import endpoint, workload
 
 REPO = Path(__file__).resolve().parents[1]
 STARTING_FRESH = REPO / "scenarios" / "starting-fresh-2026.yaml"
@@ -53,33 +54,6 @@ def target(i: int, **kw: Any) -> TargetPlan:
         context_window=10**6,
         **kw,
     )
-
-
-def endpoint(provider: str = "openai", region: str = "us-east", **kw: Any) -> dict[str, Any]:
-    """A provider endpoint with limits far above any test's traffic (no provider 429s)."""
-    return {
-        "provider": provider,
-        "region": region,
-        "rpm_limit": 1_000_000,
-        "tpm_limit": 1_000_000_000,
-        **kw,
-    }
-
-
-def fixed(n: int) -> dict[str, Any]:
-    return {"kind": "fixed", "value": n}
-
-
-def workload(
-    target_: str, rate: float = 2.0, inp: int = 200, out: int = 20, **kw: Any
-) -> dict[str, Any]:
-    return {
-        "target": target_,
-        "arrival": {"kind": "poisson", "rate_per_s": rate},
-        "input_tokens": fixed(inp),
-        "output_tokens": fixed(out),
-        **kw,
-    }
 
 
 def run(sc: dict[str, Any], seed: int = 1) -> tuple[Simulation, Result]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import simpy
 
+from stacksim.agents import AgentWorkload, agent_routes
+from stacksim.agents.runtime import AgentRuntime
 from stacksim.engine.closed_loop import ClosedLoopDriver
 from stacksim.engine.rng import Streams
 from stacksim.errors import ScenarioError
@@ -19,7 +22,7 @@ from stacksim.serving.deployment import DeploymentRuntime
 from stacksim.serving.reference import ReferenceReplica
 from stacksim.workload.arrivals import ARRIVALS, trace_rows
 from stacksim.workload.lengths import LENGTHS
-from stacksim.workload.traces import load_trace
+from stacksim.workload.traces import attach_trace_blocks, load_trace
 
 Progress = Callable[[float, float], None]
 
@@ -72,6 +75,15 @@ class Simulation:
         self.deployment_names = list(rs.deployments)
         plan = rs.gateway_plan
         self.gateway_workloads = [w.target not in rs.deployments for w in sc.workloads.values()]
+        # Agent fleets' LLM calls count as workloads "fleet/agent" (one per model an agent calls).
+        self.agent_workloads: dict[tuple[str, str, str], int] = {}
+        pseudo = []
+        for key in agent_routes(sc):
+            self.agent_workloads[key] = len(self.workload_names)
+            fleet, agent, target = key
+            self.workload_names.append(f"{fleet}/{agent}" + ("" if target == sc.agents[agent].model else f":{target}"))
+            pseudo.append(AgentWorkload(target=target, tags=dict(sc.fleets[fleet].tags), fleet=fleet,
+                                        region=sc.fleets[fleet].region, residency=sc.fleets[fleet].residency))
         arrays = []
         for name, w in sc.workloads.items():
             try:
@@ -87,6 +99,7 @@ class Simulation:
         dep_index = {name: i for i, name in enumerate(rs.deployments)}
         n_calls = sum(len(a[0]) for a, g in zip(arrays, self.gateway_workloads) if g)
         self.calls = CallTable(n_calls) if plan is not None else None
+        self.workload_tags = [dict(w.tags) for w in sc.workloads.values()] + [p.tags for p in pseudo]
         pos = 0
         for wi, (t, inp, out) in enumerate(arrays):
             if self.gateway_workloads[wi]:
@@ -104,6 +117,9 @@ class Simulation:
             ids = self.reqs.add_many(t, inp, out, wi)
             self.reqs.deployment[ids] = dep_index[list(sc.workloads.values())[wi].target]
             self.workload_ids.append(ids)
+            # Prefix-block hashes of trace records (Mooncake hash_ids), for prefix caching.
+            attach_trace_blocks(self.reqs, ids, list(sc.workloads.values())[wi],
+                                rs.trace_paths.get(("workloads", self.workload_names[wi], "arrival"), ""), self.horizon)
         self.n_direct = self.reqs.n
         max_time = self.horizon * (DRAIN_LIMIT_FACTOR + 1.0 if sc.drain else 1.0)
         self.finished = 0
@@ -119,7 +135,7 @@ class Simulation:
         self.gateway: GatewayRuntime | None = None
         if plan is not None:
             assert self.calls is not None and rs.regions is not None
-            wls = list(sc.workloads.values())
+            wls: list[Any] = [*sc.workloads.values(), *pseudo]
             self.gateway = GatewayRuntime(
                 self, plan, rs.regions, self.calls, wls,
                 [frozenset(sc.residency[w.residency].allowed_jurisdictions) if w.residency else None for w in wls],
@@ -127,6 +143,13 @@ class Simulation:
             )
             for dname in self.gateway.dep_targets:
                 self.deployments[dname].on_complete = self.gateway.on_serving_done  # type: ignore[index]
+        self.agents: AgentRuntime | None = None
+        if sc.fleets:
+            self.agents = AgentRuntime(self)
+            for dname in {t for (_, _, t) in self.agent_workloads if t in self.deployments}:
+                dep = self.deployments[dname]
+                prev = dep.on_complete
+                dep.on_complete = self.agents.on_serving_done if prev is None else _fan_out([prev, self.agents.on_serving_done])
         for dname in affected_deployments(self):
             self.deployments[dname].prerouting_disabled = True
         self.faults = FaultInjector(self)
@@ -204,7 +227,8 @@ class Simulation:
 
     def all_done(self) -> bool:
         gw_done = self.gateway is None or self.gateway.pending == 0
-        return gw_done and self.finished >= self.reqs.n
+        agents_done = self.agents is None or self.agents.pending == 0
+        return gw_done and agents_done and self.finished >= self.reqs.n
 
     # ------------------------------------------------------------------ run
 
@@ -223,6 +247,8 @@ class Simulation:
                 env.process(self._arrivals(ids, times, dep))
         if self.gateway is not None:
             self.gateway.start()
+        if self.agents is not None:
+            self.agents.start()
         steps = PROGRESS_STEPS if progress else 1
         for i in range(1, steps + 1):
             env.run(until=self.horizon * i / steps)
@@ -238,7 +264,9 @@ class Simulation:
                 fin = self.reqs.finish_s[: self.reqs.n]
                 last = float(np.nanmax(fin)) if self.reqs.n else self.horizon
                 if self.calls is not None and self.calls.n:
-                    last = max(last, float(np.nanmax(self.calls.finish_s)))
+                    last = max(last, float(np.nanmax(self.calls.finish_s[: self.calls.n])))
+                if self.agents is not None and self.agents.roots:
+                    last = max(last, max(r.end for r in self.agents.roots))
                 self.end_time = max(self.horizon, last)
             else:
                 self.end_time = env.now

@@ -36,6 +36,16 @@ class SlidingCount:
     def add(self, now: float) -> None:
         self.times.append(now)
 
+    def admits_in(self, now: float, n: int = 1) -> float:
+        """Seconds until `n` more fit in the window (0 if they fit now): what a 429's Retry-After says."""
+        if self.allows(now, n):
+            return 0.0
+        assert self.limit is not None
+        k = len(self.times) + n - self.limit  # entries that must leave the window first
+        if k > len(self.times):
+            return float("inf")  # n alone exceeds the limit
+        return self.times[k - 1] + self.window - now
+
 
 class SlidingSum:
     """A sum of amounts (tokens) added in the last `window_s` seconds."""
@@ -61,6 +71,18 @@ class SlidingSum:
     def add(self, now: float, amount: float) -> None:
         self.items.append((now, amount))
         self.total += amount
+
+    def admits_in(self, now: float, amount: float) -> float:
+        """Seconds until `amount` more fits in the window (0 if it fits now)."""
+        if self.allows(now, amount):
+            return 0.0
+        assert self.limit is not None
+        need = self.value(now) + amount - self.limit
+        for t, a in self.items:
+            need -= a
+            if need <= 0:
+                return t + self.window - now
+        return float("inf")  # the amount alone exceeds the limit
 
 
 def parse_duration_s(text: str) -> float:

@@ -85,6 +85,13 @@ class TargetPlan:
     usd_in_per_token: float = 0.0
     usd_out_per_token: float = 0.0
     cost_known: bool = True
+    usd_cached_in_per_token: float | None = None  # None: as usd_in_per_token
+
+    def __post_init__(self) -> None:
+        if self.usd_cached_in_per_token is None:
+            cached = self.model.usd_per_1m_cached_input if self.model is not None else None
+            up = self.usd_in_per_token / (self.model.usd_per_1m_input / 1e6) if self.model is not None and self.model.usd_per_1m_input else 1.0
+            self.usd_cached_in_per_token = cached * up / 1e6 if cached is not None else self.usd_in_per_token
 
 
 @dataclass
@@ -111,6 +118,8 @@ class GatewayPlan:
     cache_ttl_s: float | None
     spec: G.Gateway
     ignored: list[str] = field(default_factory=list)
+    kind: str = "litellm"
+    portkey: dict[str, Any] = field(default_factory=dict)  # config name -> portkey.PNode tree
 
 
 def _extras(model: Any, prefix: str) -> list[str]:
@@ -176,6 +185,41 @@ def _implicit_endpoint(provider: str, api_base: str | None, rm: RegionMap) -> En
     )
 
 
+def provider_model_for(ep: EndpointPlan, candidates: tuple[str | None, ...], where: tuple[str | int, ...],
+                       problems: list[PathProblem]) -> ProviderModel | None:
+    """The catalog model an endpoint serves under the first name of `candidates` it knows, with
+    the scenario's latency where given; None (and a problem) when unknown or without latency."""
+    from stacksim.scenario.resolve import PathProblem
+
+    pm = None
+    for cand in candidates:
+        if not cand:
+            continue
+        try:
+            pm = get_provider_model(ep.provider, cand)
+            break
+        except UnknownId:
+            continue
+    if pm is None:
+        valid = sorted(provider_models().get(ep.provider, {}))
+        tried = ", ".join(f"'{c}'" for c in candidates if c)
+        problems.append(PathProblem(where, f"{ep.provider} serves no catalog model {tried}; catalog models: {', '.join(valid)}"))
+        return None
+    if ep.models is not None and pm.model not in ep.models and pm.catalog_model not in ep.models:
+        problems.append(PathProblem(where, f"endpoint {ep.name} is restricted to {', '.join(ep.models)}"))
+        return None
+    lat = ep.latency.get(pm.model) or ep.latency.get(pm.catalog_model)
+    if lat is not None:
+        pm = replace(pm, ttft_p50_s=lat.ttft_p50_s, ttft_p90_s=lat.ttft_p90_s, output_tps_p50=lat.output_tps_p50,
+                     output_tps_p10=lat.output_tps_p10, latency_source=f"scenario: {lat.source}")
+    if pm.ttft_p50_s is None or pm.output_tps_p50 is None:
+        problems.append(PathProblem(where, f"the provider catalog has no published latency for {ep.provider} {pm.model} "
+                                    f"(see stacksim/catalog/data/PROVIDERS_SOURCES.md); give it under providers.<name>.latency.{pm.model} "
+                                    "(ttft_p50_s, output_tps_p50, source), naming the endpoint in the model prefix"))
+        return None
+    return pm
+
+
 def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem]) -> GatewayPlan | None:
     from stacksim.scenario.resolve import PathProblem
 
@@ -193,6 +237,8 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
     for r in gw.regions:
         if r not in rm.places:
             problems.append(PathProblem(("gateway", "regions"), f"unknown region '{r}'; catalog regions: {', '.join(sorted(regions()))}"))
+    if gw.kind == "portkey":
+        return _plan_portkey(rs, rm, endpoints, problems)
     targets: list[TargetPlan] = []
     groups: dict[str, list[int]] = {}
     for i, entry in enumerate(gw.model_list or []):
@@ -246,31 +292,9 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
                     ep = _implicit_endpoint(provider, lp.api_base, rm)
                     endpoints.setdefault(ep.name, ep)
                     ep = endpoints[ep.name]
-            pm = None
-            for cand in (rest, (entry.model_info.base_model or "").partition("/")[2] or entry.model_info.base_model, entry.model_name):
-                if not cand:
-                    continue
-                try:
-                    pm = get_provider_model(ep.provider, cand)
-                    break
-                except UnknownId:
-                    continue
+            pm = provider_model_for(ep, (rest, (entry.model_info.base_model or "").partition("/")[2] or entry.model_info.base_model,
+                                         entry.model_name), where, problems)
             if pm is None:
-                valid = sorted(provider_models().get(ep.provider, {}))
-                problems.append(PathProblem(where, f"{ep.provider} serves no catalog model '{rest}' (also tried model_info.base_model and "
-                                            f"model_name '{entry.model_name}'); catalog models: {', '.join(valid)}"))
-                continue
-            if ep.models is not None and pm.model not in ep.models and pm.catalog_model not in ep.models:
-                problems.append(PathProblem(where, f"endpoint {ep.name} is restricted to {', '.join(ep.models)}"))
-                continue
-            lat = ep.latency.get(pm.model) or ep.latency.get(pm.catalog_model)
-            if lat is not None:
-                pm = replace(pm, ttft_p50_s=lat.ttft_p50_s, ttft_p90_s=lat.ttft_p90_s, output_tps_p50=lat.output_tps_p50,
-                             output_tps_p10=lat.output_tps_p10, latency_source=f"scenario: {lat.source}")
-            if pm.ttft_p50_s is None or pm.output_tps_p50 is None:
-                problems.append(PathProblem(where, f"the provider catalog has no published latency for {ep.provider} {pm.model} "
-                                            f"(see stacksim/catalog/data/PROVIDERS_SOURCES.md); give it under providers.<name>.latency.{pm.model} "
-                                            "(ttft_p50_s, output_tps_p50, source), naming the endpoint in the model prefix"))
                 continue
             up = 1.0 + ep.price_uplift
             t = TargetPlan(
@@ -327,4 +351,21 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
         cache_ttl_s=cparams.ttl,
         spec=gw,
         ignored=ignored,
+    )
+
+
+def _plan_portkey(rs: ResolvedScenario, rm: RegionMap, endpoints: dict[str, EndpointPlan], problems: list[PathProblem]) -> GatewayPlan:
+    """A Portkey gateway: no router settings (each config carries its own strategy and retry),
+    no cooldowns (OSS Portkey has none), and the client's timeout where a config gives none."""
+    from stacksim.gateway.portkey import CLIENT_TIMEOUT_S, compile_portkey
+
+    gw = rs.scenario.gateway
+    assert gw is not None
+    trees, targets, groups, ignored = compile_portkey(rs, rm, endpoints, problems)
+    return GatewayPlan(
+        targets=targets, groups=groups, endpoints=endpoints, strategy="simple-shuffle", num_retries=0, retry_after=0.0,
+        timeout=CLIENT_TIMEOUT_S, allowed_fails=None, cooldown_s=0.0, fallbacks={}, context_window_fallbacks={},
+        content_policy_fallbacks={}, default_fallbacks=[], pre_call_checks=False, latency_ttl_s=LATENCY_TTL_S,
+        latency_buffer=0.0, latency_window=LATENCY_WINDOW, cache=False, cache_semantic=False, cache_ttl_s=None,
+        spec=gw, ignored=ignored, kind="portkey", portkey=trees,
     )

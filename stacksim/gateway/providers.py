@@ -51,6 +51,7 @@ class Outcome:
     kind: str  # ok, provider_rate_limited, context_window, content_policy, error, outage, timeout
     ttft_s: float  # from the provider receiving the request to the first token leaving it
     total_s: float  # to the last token leaving it (NEVER: no answer)
+    retry_after_s: float | None = None  # a 429's Retry-After: until the limit's window admits the request
 
 
 class ProviderModelState:
@@ -106,7 +107,8 @@ class ProviderRuntime:
         # max_tokens against TPM) when it is admitted.
         if not st.rpm.allows(now) or not st.tpm.allows(now, inp + out):
             st.rejected_429 += 1
-            return Outcome(RATE_LIMITED, "provider_rate_limited", 0.0, 0.0)
+            wait = max(st.rpm.admits_in(now), st.tpm.admits_in(now, inp + out))
+            return Outcome(RATE_LIMITED, "provider_rate_limited", 0.0, 0.0, wait)
         st.rpm.add(now)
         st.tpm.add(now, inp + out)
         u = self.rng.random(2)

@@ -64,6 +64,7 @@ def calls_frame(sim: Simulation, end: float) -> pd.DataFrame:
         "served_region": cat(c.served_region[idx], regions),
         "cost_usd": c.cost_usd[idx],
         "egress_usd": c.egress_usd[idx],
+        "cached_tokens": c.cached_tokens[idx],
     })
 
 
@@ -165,8 +166,12 @@ def gateway_summary(sim: Simulation, calls: pd.DataFrame, attempts: pd.DataFrame
         principals[f"{kind}:{name}"] = entry
     cd = gw.cooldowns.events
     spreads = default_spreads()
+    if plan.kind == "portkey":
+        head: dict[str, Any] = {"kind": "portkey", "configs": {n: _tree(node, plan) for n, node in plan.portkey.items()}}
+    else:
+        head = {"kind": "litellm", "routing_strategy": plan.strategy}
     return {
-        "routing_strategy": plan.strategy,
+        **head,
         "num_retries": plan.num_retries,
         "timeout_s": plan.timeout,
         "cooldown_s": plan.cooldown_s,
@@ -236,6 +241,13 @@ def residency_violations(sim: Simulation, calls: pd.DataFrame, attempts: pd.Data
         if isinstance(r, str) and not allowed(gw.residency[wl_of[cid]], rm.jurisdiction(r)):
             bad += 1
     return bad
+
+
+def _tree(node: Any, plan: Any) -> str:
+    """A Portkey config tree in one line: fallback(loadbalance(a*0.7, b*0.3), c)."""
+    if node.mode == "leaf":
+        return plan.targets[node.target].label.split(":", 1)[1] + (f"*{node.weight:g}" if node.weight != 1 else "")
+    return f"{node.mode}(" + ", ".join(_tree(c, plan) for c in node.children) + ")"
 
 
 def workload_reach(sim: Simulation) -> list[set[str]]:

@@ -39,7 +39,7 @@ BACKOFF_INITIAL_S, BACKOFF_MAX_S, BACKOFF_JITTER = 0.5, 8.0, 0.25
 REASONS = [
     "ok", "cache_hit", "rate_limited", "parallel_limit", "budget_exceeded", "guardrail_blocked",
     "context_window", "content_policy", "provider_rate_limited", "no_deployments", "error", "timeout",
-    "residency_fail_closed", "gateway_unavailable", "lost",
+    "residency_fail_closed", "gateway_unavailable", "lost", "router_error",
 ]
 R = {name: i for i, name in enumerate(REASONS)}
 PENDING_CALL, DONE_CALL = 0, 1
@@ -69,6 +69,28 @@ class CallTable:
         self.cache = i()  # 0 miss / off, 1 exact, 2 semantic
         self.gw_region, self.served_region, self.client_region = i(-1), i(-1), i(-1)
         self.state = i(PENDING_CALL)
+        self.cached_tokens = i()  # input tokens a provider's prompt cache served (agents' repeated context)
+        self.cap = n
+
+    def add(self, arrival: float, inp: int, out: int, workload: int) -> int:
+        """A call made during the run (an agent's LLM step); its columns grow by doubling."""
+        if self.n == self.cap:
+            new = max(16, 2 * self.cap)
+            for name, arr in list(vars(self).items()):
+                if isinstance(arr, np.ndarray):
+                    fill = np.nan if arr.dtype.kind == "f" else (-1 if name in _MINUS_ONE else 0)
+                    grown = np.full(new, fill, dtype=arr.dtype)
+                    grown[: self.cap] = arr
+                    setattr(self, name, grown)
+            self.cap = new
+        cid = self.n
+        self.n += 1
+        self.arrival_s[cid], self.input_tokens[cid], self.output_tokens[cid], self.workload[cid] = arrival, inp, out, workload
+        self.cost_usd[cid] = self.egress_usd[cid] = 0.0
+        return cid
+
+
+_MINUS_ONE = {"prompt", "reason", "target", "group", "gw_region", "served_region", "client_region"}
 
 
 class _Instance:
@@ -134,6 +156,13 @@ class GatewayRuntime:
         self.a_http: list[int] = []
         self.a_kind: list[str] = []
         self.pending = calls.n
+        self.retry_after: dict[int, float] = {}  # call -> the Retry-After of its last 429
+        self.blocks: dict[int, tuple[np.ndarray, int]] = {}  # call -> its prompt's KV block ids (agents)
+        self.portkey = None
+        if plan.kind == "portkey":
+            from stacksim.gateway.portkey import PortkeyRouter
+
+            self.portkey = PortkeyRouter(self, plan.portkey)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -144,8 +173,13 @@ class GatewayRuntime:
 
     def start(self) -> None:
         c = self.calls
-        order = np.argsort(c.arrival_s, kind="stable")
+        order = np.argsort(c.arrival_s[: c.n], kind="stable")
         self.env.process(self._arrivals(order))
+
+    def submit(self, cid: int):  # type: ignore[no-untyped-def]
+        """A call made during the run (see CallTable.add): its process, to wait on."""
+        self.pending += 1
+        return self.env.process(self._call(cid))
 
     def _arrivals(self, order: np.ndarray):  # type: ignore[no-untyped-def]
         env = self.env
@@ -269,8 +303,8 @@ class GatewayRuntime:
                 return
         during = [g for g in spec.guardrails if g.mode == "during_call"]
         call_start = env.now
-        result = yield from self._route(cid, group, allow, inst, inp, out)
-        ok, reason, http, first, end, cost = result
+        route = self.portkey.route if self.portkey is not None else self._route
+        ok, reason, http, first, end, cost = yield from route(cid, group, allow, inst, inp, out)
         c.cost_usd[cid] += cost
         for p in prs:
             if p.budget is not None and cost > 0:
@@ -300,7 +334,7 @@ class GatewayRuntime:
         if plan.cache and c.prompt[cid] >= 0:
             ttl = plan.cache_ttl_s
             self.cache[(int(c.prompt[cid]), gi)] = env.now + (ttl if ttl is not None else math.inf)
-        self._end(cid, COMPLETED, "ok", 200, first + back, end + back)
+        self._end(cid, COMPLETED, reason, 200, first + back, end + back)
 
     # ------------------------------------------------------------------ the router
 
@@ -406,6 +440,8 @@ class GatewayRuntime:
             assert t.model is not None
             o = prov.call(t.model, t.context_window, inp, out, start + rtt / 2.0)
             ok = o.status == 200
+            if o.status == 429:
+                self.retry_after[cid] = o.retry_after_s
             first = start + rtt + o.ttft_s
             end = start + rtt + o.total_s  # an error answers after the round trip; NEVER never does
             kind, http = ("error" if o.kind == "outage" else o.kind), o.status
@@ -420,7 +456,8 @@ class GatewayRuntime:
                 cost = (inp * t.usd_in_per_token + gen * t.usd_out_per_token) if ok else 0.0
                 return self._log(cid, t, start, False, "timeout", 408, NEVER, env.now, cost, egress, out)
             yield env.timeout(max(end - start, 0.0))
-            cost = inp * t.usd_in_per_token + out * t.usd_out_per_token if ok else 0.0
+            cached = int(c.cached_tokens[cid])
+            cost = (inp - cached) * t.usd_in_per_token + cached * t.usd_cached_in_per_token + out * t.usd_out_per_token if ok else 0.0
             if ok:
                 return self._log(cid, t, start, True, "ok", 200, first, end, cost, egress, out)
             return self._log(cid, t, start, False, kind, http, NEVER, env.now, 0.0, egress, out)
@@ -428,6 +465,9 @@ class GatewayRuntime:
         yield env.timeout(rtt / 2.0)
         dep = self.sim.deployments[t.deployment]  # type: ignore[index]
         rid = self.sim.new_serving_request(env.now, inp, out, int(c.workload[cid]), dep, cid)
+        blocks = self.blocks.get(cid)
+        if blocks is not None and hasattr(self.sim.reqs, "set_blocks"):
+            self.sim.reqs.set_blocks(rid, *blocks)
         ev = env.event()
         self.waiting[rid] = ev
         dep.submit(rid)
@@ -449,6 +489,9 @@ class GatewayRuntime:
                 return self._log(cid, t, start, False, "timeout", 408, NEVER, env.now, 0.0, egress, out)
         st = int(reqs.status[rid])
         if st == COMPLETED:
+            col = getattr(reqs, "cached_tokens", None)
+            if col is not None:  # a replica's prefix-cache hit, not a provider's prompt cache
+                c.cached_tokens[cid] = int(col[rid])
             yield env.timeout(rtt / 2.0)
             first = float(reqs.first_token_s[rid]) + rtt / 2.0
             egress += rm.egress_usd(t.region, inst.region, out)

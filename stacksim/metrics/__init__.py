@@ -26,7 +26,10 @@ STATUS_NAMES = {
 # Rows of the request table's float block RF and int block RI (the Numba scheduler writes them).
 RF_ARRIVAL, RF_ADMITTED, RF_FIRST, RF_FINISH, RF_LAST_TOKEN = range(5)
 RI_INPUT, RI_OUTPUT, RI_WORKLOAD, RI_DEPLOYMENT, RI_REPLICA, RI_PREEMPTIONS, RI_STATUS, RI_GEN_DONE, RI_CALL = range(9)
-RI_ROWS = 9
+# Prefix caching (serving/prefix_cache.py): cached prompt tokens at the first admission
+# (exported), the last lookup's hit, and the cache version that lookup saw (0: no blocks attached).
+RI_CACHED, RI_PFX_HIT, RI_PFX_VER = 9, 10, 11
+RI_ROWS = 12
 _F_ROWS = {"arrival_s": RF_ARRIVAL, "admitted_s": RF_ADMITTED, "first_token_s": RF_FIRST, "finish_s": RF_FINISH}
 _I_ROWS = {
     "input_tokens": RI_INPUT,
@@ -37,16 +40,21 @@ _I_ROWS = {
     "preemptions": RI_PREEMPTIONS,
     "status": RI_STATUS,
     "call": RI_CALL,  # the gateway call this serving request is an attempt of; -1: sent directly
+    "cached_tokens": RI_CACHED,  # prompt tokens served from the prefix cache (first admission)
 }
 
 
 class RequestTable:
     """Per-request records in two blocks, ``RF`` (float64 rows) and ``RI`` (int64 rows), one
     column per request id; named columns (``arrival_s``, ``status``...) are row views.
-    Grows by doubling before a run starts."""
+    Grows by doubling before a run starts.
+
+    A request may carry a prefix description for prefix caching (:meth:`set_blocks`): block hash
+    ids kept in ``blocks`` by request id; requests without one never hit the cache."""
 
     def __init__(self, capacity: int = 1024):
         self.n = 0
+        self.blocks: dict[int, tuple[np.ndarray, int]] = {}
         cap = max(16, capacity)
         self.RF = np.full((5, cap), np.nan)
         self.RI = np.zeros((RI_ROWS, cap), dtype=np.int64)
@@ -91,6 +99,25 @@ class RequestTable:
         self.RI[RI_STATUS, ids] = PENDING
         self.n += k
         return ids
+
+    def set_blocks(self, rid: int, hashes: np.ndarray, block_tokens: int) -> None:
+        """Describe request ``rid``'s prompt as KV blocks for prefix caching: ``hashes[i]`` names
+        the prompt up to the end of its block ``i`` (chained with its parent's hash, as vLLM's
+        block hashes and the Mooncake trace's ``hash_ids`` are), each block ``block_tokens``
+        tokens long (the last may be partial). Equal ids mean reusable KV; ids share one
+        namespace per replica. Call it before the request is submitted to a deployment (before
+        the run for traffic generated up front)."""
+        if not 0 <= rid < self.n:
+            raise ValueError(f"request id {rid} is not in the table (0..{self.n - 1})")
+        if block_tokens < 1:
+            raise ValueError(f"block_tokens must be at least 1, not {block_tokens}")
+        h = np.asarray(hashes, dtype=np.int64).ravel()
+        if h.size == 0:
+            self.blocks.pop(rid, None)
+            self.RI[RI_PFX_VER, rid] = 0
+            return
+        self.blocks[rid] = (h, int(block_tokens))
+        self.RI[RI_PFX_VER, rid] = -1  # no lookup yet (versions start at 1)
 
     def trimmed(self) -> dict[str, np.ndarray]:
         out = {c: self.RF[r, : self.n] for c, r in _F_ROWS.items()}

@@ -15,7 +15,8 @@ Layout of ``summary.json`` (all latencies in milliseconds, all money in US dolla
 - ``queueing``: mean_in_system, arrival_rate_per_s, mean_time_in_system_s (Little's law inputs)
 - ``deployments.<name>``: model, accelerator, shape, memory plan, utilisation (busy fraction of
   replica-time), mean/peak queue, running batch and KV occupancy, preemptions, iterations,
-  request counts and latency, GPU spend
+  request counts and latency, GPU spend, ``prefix_cache`` (prompt and cached tokens of the
+  requests it admitted, token-weighted hit rate, blocks evicted; see serving/prefix_cache.py)
 - ``pools.<name>``: accelerator, count, gpus_used, price, spend_usd, idle_spend_usd,
   utilisation (busy GPU-time over all the pool's GPU-time: idle GPUs count as 0), mean_queue
   (requests waiting in the pool's replicas, summed)
@@ -38,6 +39,7 @@ from stacksim.engine.simulation import Simulation
 from stacksim.kernels import cost as K
 from stacksim.metrics import STATUS_NAMES, hist_mean, hist_percentiles
 from stacksim.scenario import resolved_yaml
+from stacksim.serving.prefix_cache import prefix_cache_summary
 
 HOURS_PER_MONTH = 730.0  # 8760 h / 12
 QS = (50.0, 90.0, 95.0, 99.0)
@@ -82,6 +84,8 @@ class Result:
     timeseries: dict[str, pd.DataFrame]
     resolved_yaml: str
     attempts: pd.DataFrame | None = None  # gateway attempts, one row per try at a deployment
+    tasks: pd.DataFrame | None = None  # agent tasks, one row per task
+    spans: pd.DataFrame | None = None  # every span (agent steps, gateway calls and attempts), when asked for
 
     def to_json(self) -> str:
         return json.dumps(self.summary, indent=2, sort_keys=False) + "\n"
@@ -97,7 +101,8 @@ def _latencies(df: pd.DataFrame) -> dict[str, np.ndarray]:
     return {"ttft": ttft, "tpot": tpot, "e2e": e2e, "queue": queue}
 
 
-def build_result(sim: Simulation) -> Result:
+def build_result(sim: Simulation, spans: bool = False) -> Result:
+    """The run's tables and summary; ``spans=True`` also builds the span table (OpenTelemetry export)."""
     from stacksim import __version__
 
     rs = sim.rs
@@ -124,8 +129,8 @@ def build_result(sim: Simulation) -> Result:
         dep_codes = frame["deployment"].to_numpy()
         frame["deployment"] = pd.Categorical.from_codes(np.where(dep_codes < 0, -1, dep_codes), categories=sim.deployment_names)
         frame["status"] = pd.Categorical.from_codes(frame["status"].to_numpy(), categories=list(STATUS_NAMES.values()))
-    for tag in sorted({k for w in sc.workloads.values() for k in w.tags}):
-        values = [sc.workloads[w].tags.get(tag, "") for w in sim.workload_names]
+    for tag in sorted({k for tags in sim.workload_tags for k in tags}):
+        values = [tags.get(tag, "") for tags in sim.workload_tags]
         df[f"tag_{tag}"] = pd.Categorical(np.array(values, dtype=object)[wl_codes])
     lat = _latencies(df)
     df["ttft_s"] = lat["ttft"]
@@ -220,6 +225,7 @@ def build_result(sim: Simulation) -> Result:
                 "gateway_attempts": int(((serving["call"] >= 0).to_numpy() & sel).sum()),
             },
             "replica_failures": int(sum(r.failures for r in reps)),
+            "prefix_cache": prefix_cache_summary(reps, serving[sel], sim.reqs.blocks),
             "latency_ms": {k: stats_ms(v[msel]) for k, v in s_mlat.items() if k != "queue"}
             | {"itl": hist_stats_ms(dep.itl_hist)},
             "spend_usd": round(spend, 6),
@@ -307,8 +313,22 @@ def build_result(sim: Simulation) -> Result:
         from stacksim.gateway.results import faults_summary
 
         summary["faults"] = faults_summary(sim, df)
+    tasks = None
+    if sim.agents is not None:
+        from stacksim.agents.results import agents_summary, tasks_frame
+
+        tasks = tasks_frame(sim)
+        summary["agents"] = agents_summary(sim, tasks, end)
+        summary["spend"]["agent_tools_usd"] = round(
+            sum(t.calls * t.spec.usd_per_call for t in sim.agents.tools.values())
+            + sum(v.queries * v.spec.usd_per_query for v in sim.agents.stores.values()), 6)
+    span_df = None
+    if spans:
+        from stacksim.agents.spans import spans_frame
+
+        span_df = spans_frame(sim)
     ts_all = {name: _dep_timeseries(dep, end) for name, dep in sim.deployments.items()}
-    return Result(summary, df, ts_all, ryaml, attempts)
+    return Result(summary, df, ts_all, ryaml, attempts, tasks, span_df)
 
 
 def mean_in_system(arrival: np.ndarray, finish: np.ndarray, t0: float, t1: float) -> float:
@@ -351,6 +371,15 @@ def write_result(result: Result, out_dir: str | Path, plots: bool = True) -> lis
     if result.attempts is not None:
         p = out / "attempts.parquet"
         result.attempts.to_parquet(p, index=False)
+        written.append(p)
+    if result.tasks is not None:
+        p = out / "tasks.parquet"
+        result.tasks.to_parquet(p, index=False)
+        written.append(p)
+    if result.spans is not None:
+        from stacksim.report.otlp import write_otlp
+
+        p = write_otlp(result.spans, result.summary, out / "traces.otlp.json")
         written.append(p)
     p = out / "scenario.resolved.yaml"
     p.write_text(result.resolved_yaml)

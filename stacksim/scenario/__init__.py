@@ -163,18 +163,22 @@ def load_scenario_text(text: str, file: str | None = None, overrides: dict[str, 
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
         problems = []
-        for err in exc.errors(include_url=False):
+        errs = exc.errors(include_url=False)
+        # A mapping given where a union also accepts a string (a config inline or as a file path):
+        # the string branch's complaint only adds noise beside the mapping's own errors.
+        errs = [e for e in errs if not (e["type"] == "string_type" and e["loc"][-1:] == ("str",) and isinstance(e.get("input"), dict))] or errs
+        for err in errs:
             msg, path = _describe(dict(err), data)
             problems.append(Problem(msg, field=dotted(path), line=line_of(lines, path)))
         raise ScenarioError(problems, file=file) from None
     rs, probs = resolve(sc, file)
     if probs:
         report = problems_to_report(probs, lines)
-        if merged is not None:
-            cfg_file, cfg_lines, keys = merged
+        for prefix, cfg_file, cfg_lines, keys in merged:
             for pp, rp in zip(probs, report):
-                if len(pp.path) > 1 and pp.path[0] == "gateway" and pp.path[1] in keys:
-                    n = line_of(cfg_lines, pp.path[1:])
+                k = len(prefix)
+                if len(pp.path) > k and tuple(pp.path[:k]) == prefix and (keys is None or pp.path[k] in keys):
+                    n = line_of(cfg_lines, tuple(pp.path[k:]))
                     rp.message += f" (in {cfg_file}" + (f", line {n})" if n else ")")
         raise ScenarioError(report, file=file)
     rs.lines = lines
@@ -184,15 +188,64 @@ def load_scenario_text(text: str, file: str | None = None, overrides: dict[str, 
 LITELLM_KEYS = ("model_list", "router_settings", "litellm_settings", "general_settings")
 
 
-def _merge_gateway_config(data: dict[str, Any], file: str | None) -> tuple[str, dict[Any, int], list[str]] | None:
-    """gateway.config_file: read a LiteLLM proxy config.yaml and use its model_list and settings
-    where the scenario's gateway section does not give them. Errors name the config file."""
-    gw = data.get("gateway")
-    if not isinstance(gw, dict) or not isinstance(gw.get("config_file"), str):
-        return None
+def _config_path(file: str | None, value: str) -> Path:
     base = Path(file).resolve().parent if file else Path.cwd()
-    cfg = Path(gw["config_file"])
-    cfg = cfg if cfg.is_absolute() else base / cfg
+    cfg = Path(value)
+    return cfg if cfg.is_absolute() else base / cfg
+
+
+def _validate_external(model: type[BaseModel], cdata: Any, name: str) -> None:
+    try:
+        model.model_validate(cdata)
+    except ValidationError as exc:
+        _, clines = load_yaml_with_lines(Path(name).read_text(encoding="utf-8"), name)
+        problems = []
+        for err in exc.errors(include_url=False):
+            path = tuple(err["loc"])
+            got = err.get("input")
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] != "value_error" and not isinstance(got, dict | list):
+                msg += f" (got {got!r})"
+            problems.append(Problem(msg, field=dotted(path), line=line_of(clines, path)))
+        raise ScenarioError(problems, file=name) from None
+
+
+Merged = list[tuple[tuple[Any, ...], str, dict[Any, int], list[str] | None]]
+
+
+def _merge_gateway_config(data: dict[str, Any], file: str | None) -> Merged:
+    """Gateway config files, read into the scenario. ``gateway.config_file`` (kind litellm): a
+    LiteLLM proxy config.yaml whose model_list and settings are used where the scenario's gateway
+    section does not give them. ``gateway.configs.<name>: path`` (kind portkey): a Portkey config
+    file. Returns, per file, where its content sits in the scenario, so that problems found later
+    name the file and its line."""
+    gw = data.get("gateway")
+    if not isinstance(gw, dict):
+        return []
+    out: Merged = []
+    if gw.get("kind") == "portkey" and isinstance(gw.get("configs"), dict):
+        from stacksim.scenario.schema_portkey import PortkeyTarget
+
+        configs = dict(gw["configs"])
+        for cname, value in configs.items():
+            if not isinstance(value, str):
+                continue
+            cfg = _config_path(file, value)
+            name = str(cfg)
+            if not cfg.is_file():
+                raise ScenarioError([Problem(f"gateway.configs.{cname}: no file {name}", field=f"gateway.configs.{cname}")], file=file)
+            cdata, clines = load_yaml_with_lines(cfg.read_text(encoding="utf-8"), name)
+            if not isinstance(cdata, dict):
+                raise ScenarioError([Problem("a Portkey config is a mapping with strategy and targets, or a provider "
+                                             "(portkey.ai/docs/product/ai-gateway/configs)", line=1)], file=name)
+            _validate_external(PortkeyTarget, cdata, name)
+            configs[cname] = cdata
+            out.append((("gateway", "configs", cname), name, clines, None))
+        data["gateway"] = {**gw, "configs": configs}
+        return out
+    if not isinstance(gw.get("config_file"), str):
+        return out
+    cfg = _config_path(file, gw["config_file"])
     name = str(cfg)
     if not cfg.is_file():
         raise ScenarioError([Problem(f"gateway.config_file: no file {name}", field="gateway.config_file")], file=file)
@@ -201,14 +254,7 @@ def _merge_gateway_config(data: dict[str, Any], file: str | None) -> tuple[str, 
         raise ScenarioError([Problem("a LiteLLM config is a mapping with a model_list (docs.litellm.ai/docs/proxy/configs)", line=1)], file=name)
     from stacksim.scenario.schema_gateway import LitellmConfig
 
-    try:
-        LitellmConfig.model_validate(cdata)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            path = tuple(err["loc"])
-            problems.append(Problem(err["msg"].removeprefix("Value error, "), field=dotted(path), line=line_of(clines, path)))
-        raise ScenarioError(problems, file=name) from None
+    _validate_external(LitellmConfig, cdata, name)
     keys = [k for k in LITELLM_KEYS if k in cdata and k not in gw]
     data["gateway"] = {**gw, **{k: cdata[k] for k in keys}}
     ignored = sorted(set(cdata) - set(LITELLM_KEYS))
@@ -216,7 +262,8 @@ def _merge_gateway_config(data: dict[str, Any], file: str | None) -> tuple[str, 
         data["gateway"].setdefault("general_settings", {})
         if isinstance(data["gateway"]["general_settings"], dict):
             data["gateway"]["general_settings"] = {**data["gateway"]["general_settings"], **{f"config.{k}": True for k in ignored}}
-    return name, clines, keys
+    out.append((("gateway",), name, clines, keys))
+    return out
 
 
 def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedScenario:

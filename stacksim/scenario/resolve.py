@@ -233,9 +233,11 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
                 )
             )
 
+    from stacksim.scenario.resolve_agents import resolve_agents
     from stacksim.scenario.resolve_stack import resolve_stack
 
     resolve_stack(rs, problems)
+    resolve_agents(rs, problems)
     for wname, w in sc.workloads.items():
         where = ("workloads", wname)
         if isinstance(w.arrival, S.Offline) and w.max_requests is None:

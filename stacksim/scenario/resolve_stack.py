@@ -43,7 +43,8 @@ def resolve_stack(rs: ResolvedScenario, problems: list[PathProblem]) -> None:
         if via_gateway and w.target not in groups:
             valid = [f"deployments: {', '.join(sc.deployments) or 'none'}"]
             if sc.gateway is not None:
-                valid.append(f"gateway model_name: {', '.join(groups) or 'none'}")
+                what = "Portkey configs" if sc.gateway.kind == "portkey" else "gateway model_name"
+                valid.append(f"{what}: {', '.join(groups) or 'none'}")
             problems.append(PathProblem(where + ("target",), f"no deployment or gateway model group named '{w.target}'; {'; '.join(valid)}"))
             continue
         if via_gateway and isinstance(w.arrival, S.ClosedLoop):

@@ -93,6 +93,13 @@ class VllmEngine(Strict):
         default=None, ge=16, description="Longest prompt+output accepted; defaults to the model's context."
     )
     kv_cache_dtype: Literal["auto", "fp8"] = Field(default="auto", description="auto = model dtype.")
+    prefix_caching: bool = Field(
+        default=True,
+        description="Automatic prefix caching: reuse the KV blocks of earlier prompts with the same "
+        "leading block hashes (vLLM --enable-prefix-caching; vLLM CacheConfig.enable_prefix_caching: "
+        "'Enabled by default for V1'). Only requests that carry block hashes (a Mooncake trace's "
+        "hash_ids, agent contexts) can hit.",
+    )
     cost_model: Literal["calibrated", "first_principles"] = Field(
         default="calibrated",
         description="calibrated: efficiencies fitted to measurements (calibration/REPORT.md); "
@@ -307,16 +314,28 @@ class Scenario(Strict):
     pools: dict[Name, Pool] = Field(default_factory=dict)
     models: dict[Name, ModelSpec] = Field(default_factory=dict)
     deployments: dict[Name, Deployment] = Field(default_factory=dict)
-    workloads: dict[Name, Workload] = Field(min_length=1)
+    workloads: dict[Name, Workload] = Field(default_factory=dict)
     slo: Slo = Field(default_factory=Slo)
     regions: dict[Name, Region] = Field(default_factory=dict, description="Custom regions, or overrides of catalog ones.")
     residency: dict[Name, ResidencyClass] = Field(default_factory=dict)
     providers: dict[Name, ProviderEndpoint] = Field(default_factory=dict, description="Hosted API endpoints.")
     gateway: Gateway | None = None
     faults: list[Fault] = Field(default_factory=list)
+    tools: dict[Name, Tool] = Field(default_factory=dict, description="MCP tools agents call.")
+    vector_stores: dict[Name, VectorStore] = Field(default_factory=dict, description="Retrieval indexes and long-term memory stores.")
+    agents: dict[Name, Agent] = Field(default_factory=dict)
+    fleets: dict[Name, Fleet] = Field(default_factory=dict, description="Agent tasks: arrivals of tasks for an agent.")
 
     @model_validator(mode="after")
     def _something_serves(self) -> Scenario:
         if not self.deployments and self.gateway is None:
             raise ValueError("nothing serves the workloads: give deployments: (self-hosted) or a gateway: (hosted providers)")
+        if not self.workloads and not self.fleets:
+            raise ValueError("no traffic: give workloads: (requests) or fleets: (agent tasks)")
         return self
+
+
+# The agent sections use this module's arrival and length types: defined there, bound here.
+from stacksim.scenario.schema_agents import Agent, Fleet, Tool, VectorStore
+
+Scenario.model_rebuild()

@@ -13,3 +13,10 @@ class Strict(BaseModel):
     # strict: YAML values are already typed, so `count: true` or `rate_per_s: "5"` are errors,
     # not silently converted; allow_inf_nan=False: `.inf` and `.nan` are never valid numbers.
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class Loose(Strict):
+    """A section of an external vocabulary (LiteLLM, Portkey): extra keys are kept (and reported
+    as ignored in the run's summary), never silently dropped."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)

@@ -16,15 +16,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from stacksim.scenario.schema_base import Name, Strict
-
-
-class Loose(Strict):
-    """A section of an external vocabulary: extra keys are kept (and reported as ignored)."""
-
-    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+from stacksim.scenario.schema_base import Loose, Name, Strict
+from stacksim.scenario.schema_portkey import PortkeyTarget
 
 
 class LatencyMs(Strict):
@@ -162,9 +157,14 @@ class CacheModel(Strict):
 class Gateway(Strict):
     """An AI gateway in front of self-hosted deployments and hosted providers."""
 
-    kind: Literal["litellm"] = "litellm"
-    config_file: str | None = Field(default=None, description="A LiteLLM proxy config.yaml (relative to this file); "
+    kind: Literal["litellm", "portkey"] = Field(
+        default="litellm", description="litellm: model_list and router settings (LiteLLM proxy); "
+        "portkey: configs, each a Portkey config (strategy / targets) that workloads name as their target.")
+    config_file: str | None = Field(default=None, description="litellm: a LiteLLM proxy config.yaml (relative to this file); "
                                     "its model_list and settings are used when these are not given here.")
+    configs: dict[Name, PortkeyTarget | str] | None = Field(
+        default=None, description="portkey: named Portkey configs, inline or as the path of a config .json/.yaml file "
+        "(relative to this file); a workload's target is a config name.")
     model_list: list[ModelListEntry] | None = None
     router_settings: RouterSettings | None = None
     litellm_settings: LitellmSettings | None = None
@@ -185,6 +185,18 @@ class Gateway(Strict):
     users: dict[Name, Limits] = Field(default_factory=dict)
     in_flight_on_failure: Literal["retry", "lose"] = Field(
         default="retry", description="Requests on a replica that fails: retried by the gateway, or lost.")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> Gateway:
+        litellm = [k for k in ("config_file", "model_list", "router_settings", "litellm_settings") if getattr(self, k) is not None]
+        if self.kind == "portkey":
+            if litellm:
+                raise ValueError(f"kind portkey takes configs; {', '.join(litellm)} belong to kind litellm")
+            if not self.configs:
+                raise ValueError("kind portkey needs configs: {name: <Portkey config>} (or a config file path)")
+        elif self.configs is not None:
+            raise ValueError("configs belong to kind portkey; set kind: portkey, or use model_list for LiteLLM")
+        return self
 
 
 class PromptRepeats(Strict):

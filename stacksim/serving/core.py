@@ -10,6 +10,13 @@ clock values, level state, pre-routed arrival times, the stretch's cumulative st
 The waiting queue ``W`` is a separate ring buffer because it may have to grow.
 Per-request columns are the rows of ``RF`` (float) and ``RI`` (int) in
 :class:`stacksim.metrics.RequestTable`.
+
+Prefix caching (:mod:`.prefix_cache`, plain Python) is reached without calling Python from
+compiled code: the scheduler logs its cache events (prefill done, finished or preempted, admitted
+with a hit) into ``I`` and the replica replays them after each call; when a request to admit has
+no current lookup, ``plan`` returns ``NEED_LOOKUP`` before changing anything, the replica looks
+the request up and calls ``plan`` again. A dry run of the admission loop finds that request
+first, so a lookup happens once per admission, not once per step.
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ from stacksim.metrics import (
     RF_FINISH,
     RF_FIRST,
     RF_LAST_TOKEN,
+    RI_CACHED,
     RI_GEN_DONE,
     RI_INPUT,
     RI_OUTPUT,
+    RI_PFX_HIT,
+    RI_PFX_VER,
     RI_PREEMPTIONS,
     RI_REPLICA,
     RI_STATUS,
@@ -65,8 +75,14 @@ DONE_N = 17  # completions in the last call
 INDEX = 18
 NDEC = 19  # decodes in the pending step
 CTX_SUM = 20
-IO = 24  # first array offset
+PFX_ON = 21  # prefix caching on and some request carries blocks: look up, log events
+CACHE_VER = 22  # the prefix cache's version (a lookup stamped with it is current)
+NEED = 23  # the request whose lookup plan() asks for
+MIN_FREE = 24  # fewest free KV blocks since the last logged event (evictions happen there)
+EV_N = 25  # prefix-cache events logged since the replica last replayed them
+IO = 32  # first array offset
 MODE_NONE, MODE_STEP, MODE_STRETCH = 0, 1, 2
+NEED_LOOKUP = -4.0  # plan(): look up I[NEED] in the prefix cache, then call plan again
 
 # ---- F: scalar slots
 T0 = 0  # stretch start
@@ -77,6 +93,12 @@ LV = 4  # level state: K.LEVEL_STATE values (see kernels.cost.level_set)
 FO = 16  # first array offset
 
 PF_FIELDS = 6  # rid, done, target, generated, seq, chunk
+# Event log: (kind, rid, min free blocks before it), at most 2 x max_seqs per finish() or plan()
+# call (every running request completes, or a prefill completes and finishes); room for twice that.
+EV_FIELDS = 3
+EV_PER_SEQ = 4
+# Event kinds (the same numbers as prefix_cache.INSERT, RELEASE, ACQUIRE).
+EV_INSERT, EV_RELEASE, EV_ACQUIRE = 1, 2, 3
 
 
 def layout(max_seqs: int, n_arrivals: int) -> tuple[dict[str, int], int, int]:
@@ -90,6 +112,8 @@ def layout(max_seqs: int, n_arrivals: int) -> tuple[dict[str, int], int, int]:
     o += PF_FIELDS * max_seqs
     off["drid"] = o  # ids of the requests completed by the last call (at most 2 x max_seqs)
     o += 2 * max_seqs
+    off["ev"] = o
+    o += EV_FIELDS * EV_PER_SEQ * max_seqs
     off["arr"] = o
     o += n_arrivals
     size_i = o
@@ -104,6 +128,25 @@ def layout(max_seqs: int, n_arrivals: int) -> tuple[dict[str, int], int, int]:
 @njit(cache=True, fastmath=FASTMATH)
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _take_blocks(I, nb):  # type: ignore[no-untyped-def]
+    I[FREE] -= nb
+    I[MIN_FREE] = min(I[MIN_FREE], I[FREE])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _log(I, RI, kind, rid):  # type: ignore[no-untyped-def]
+    """Record a prefix-cache event of a request that carries blocks."""
+    if I[PFX_ON] == 0 or RI[RI_PFX_VER, rid] == 0:
+        return
+    o = IO + (7 + PF_FIELDS) * I[MAX_SEQS] + EV_FIELDS * I[EV_N]
+    I[o] = kind
+    I[o + 1] = rid
+    I[o + 2] = I[MIN_FREE]
+    I[EV_N] += 1
+    I[MIN_FREE] = I[FREE]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -129,6 +172,7 @@ def _remove_slot(I, i):  # type: ignore[no-untyped-def]
 def _finish(I, RF, RI, rid, now):  # type: ignore[no-untyped-def]
     RI[RI_STATUS, rid] = COMPLETED
     RF[RF_FINISH, rid] = now
+    _log(I, RI, EV_RELEASE, rid)
     I[IO + (5 + PF_FIELDS) * I[MAX_SEQS] + I[DONE_N]] = rid
     I[DONE_N] += 1
 
@@ -215,20 +259,24 @@ def _preempt_one(I, W, RF, RI, now):  # type: ignore[no-untyped-def]
     RI[RI_GEN_DONE, rid] = gen
     RI[RI_PREEMPTIONS, rid] += 1
     RI[RI_STATUS, rid] = QUEUED
+    if RI[RI_PFX_VER, rid] != 0:
+        _log(I, RI, EV_RELEASE, rid)
+        RI[RI_PFX_VER, rid] = -1  # its length grew: look it up again when it comes back
     _wq_push_front(I, W, rid)
     I[PREEMPTS] += 1
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _admit(I, W, RF, RI, now):  # type: ignore[no-untyped-def]
-    """Move the head of the queue into the prefill list; returns its index there."""
+def _admit(I, W, RF, RI, now, hit):  # type: ignore[no-untyped-def]
+    """Move the head of the queue into the prefill list, its first ``hit`` tokens already in
+    the prefix cache (their blocks taken now); returns its index there."""
     rid = _wq_pop(I, W)
     gen = RI[RI_GEN_DONE, rid]
     I[ADMITS] += 1
     j = I[NPF]
     b = IO + 5 * I[MAX_SEQS] + j * PF_FIELDS
     I[b] = rid
-    I[b + 1] = 0
+    I[b + 1] = hit
     I[b + 2] = RI[RI_INPUT, rid] + gen
     I[b + 3] = gen
     I[b + 4] = I[ADMITS]
@@ -236,13 +284,67 @@ def _admit(I, W, RF, RI, now):  # type: ignore[no-untyped-def]
     I[NPF] = j + 1
     if np.isnan(RF[RF_ADMITTED, rid]):
         RF[RF_ADMITTED, rid] = now
+        RI[RI_CACHED, rid] = hit
     RI[RI_STATUS, rid] = RUNNING
+    if hit > 0:
+        _log(I, RI, EV_ACQUIRE, rid)  # before taking the blocks: reusing cached ones evicts nothing
+        _take_blocks(I, hit // I[BS])
     return j
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def _admissions(I, W, RF, RI, now, budget, avail, wm, dry):  # type: ignore[no-untyped-def]
+    """Admit waiting requests in FCFS order while the token budget, the sequence limit and free
+    KV blocks allow (chunked: a first chunk each; unchunked: whole prompts). Only the tokens not
+    in the prefix cache are computed; the cached ones still take KV blocks.
+
+    Returns (chunks added, -1). With ``dry`` nothing changes: it walks the same path and returns
+    (0, rid) at the first request whose prefix-cache lookup is not current, or (0, -1), so that
+    the caller can have it looked up before anything is admitted.
+    """
+    ms = I[MAX_SEQS]
+    B = I[BS]
+    o_pf = IO + 5 * ms
+    cap = W.shape[0]
+    pfx = I[PFX_ON]
+    k = 0  # queue position (a dry run looks further down instead of popping)
+    nchunks = 0
+    while k < I[WQ_LEN] and I[N] + I[NPF] + k < ms:
+        if I[CHUNKED] and (budget <= 0 or avail <= wm):
+            break
+        rid = W[(I[WQ_HEAD] + k) % cap]
+        hit = 0
+        if pfx and RI[RI_PFX_VER, rid] != 0:
+            if RI[RI_PFX_VER, rid] != I[CACHE_VER]:
+                return nchunks, rid  # (only in a dry run: the real one follows it, lookups done)
+            hit = RI[RI_PFX_HIT, rid]
+        hb = hit // B
+        target = RI[RI_INPUT, rid] + RI[RI_GEN_DONE, rid]
+        if I[CHUNKED]:
+            c = min(target - hit, budget, (avail - wm - hb) * B)
+            if c <= 0:
+                break
+            nb = hb + _cdiv(c, B)
+        else:
+            c = target - hit
+            nb = _cdiv(target, B)
+            if c > budget or nb > avail - wm:
+                break
+        if dry:
+            k += 1
+        else:
+            j = _admit(I, W, RF, RI, now, hit)
+            I[o_pf + j * PF_FIELDS + 5] = c
+            nchunks += 1
+        budget -= c
+        avail -= nb
+    return nchunks, -1
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
-    """Plan the next step. Returns its duration, or -1.0 for a pure-decode stretch."""
+    """Plan the next step. Returns its duration, -1.0 for a pure-decode stretch, or NEED_LOOKUP
+    (having changed nothing but scratch chunk sizes) when a request to admit needs a lookup."""
     ms = I[MAX_SEQS]
     B = I[BS]
     o_ctx = IO
@@ -280,28 +382,17 @@ def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
             nchunks += 1
             budget -= c
             avail -= nb
-        while not preempted and I[WQ_LEN] > 0 and budget > 0 and I[N] + I[NPF] < ms and avail > wm:
-            rid = W[I[WQ_HEAD]]
-            target = RI[RI_INPUT, rid] + RI[RI_GEN_DONE, rid]
-            c = min(target, budget, (avail - wm) * B)
-            j = _admit(I, W, RF, RI, now)
-            I[o_pf + j * PF_FIELDS + 5] = c
-            nchunks += 1
-            budget -= c
-            avail -= _cdiv(c, B)
-    elif I[NPF] == 0:
+        admit = True
+    else:
         budget = I[MAX_TOKENS]
-        while not preempted and I[WQ_LEN] > 0 and I[N] + I[NPF] < ms:
-            rid = W[I[WQ_HEAD]]
-            target = RI[RI_INPUT, rid] + RI[RI_GEN_DONE, rid]
-            nb = _cdiv(target, B)
-            if target > budget or nb > avail - wm:
-                break
-            j = _admit(I, W, RF, RI, now)
-            I[o_pf + j * PF_FIELDS + 5] = target
-            nchunks += 1
-            budget -= target
-            avail -= nb
+        admit = I[NPF] == 0  # a step is all prefill or all decode
+    if admit and not preempted and I[WQ_LEN] > 0:
+        if I[PFX_ON]:
+            need = _admissions(I, W, RF, RI, now, budget, avail, wm, True)[1]
+            if need >= 0:
+                I[NEED] = need
+                return NEED_LOOKUP
+        nchunks += _admissions(I, W, RF, RI, now, budget, avail, wm, False)[0]
     if nchunks == 0:
         if I[N] > 0:
             return -1.0
@@ -337,7 +428,7 @@ def _finish_step(I, F, RF, RI, hist, now):  # type: ignore[no-untyped-def]
         if now >= F[ITL_FROM]:
             hist[K.hist_index(F[STEP_DUR])] += n_dec
         blocks, nd = K.advance(I[o_ctx : o_ctx + ms], I[o_rem : o_rem + ms], I[N], 1, B, I[o_done : o_done + ms])
-        I[FREE] -= blocks
+        _take_blocks(I, blocks)
         I[CTX_SUM] += I[N]
         _complete_slots(I, RF, RI, nd, now)
     j = 0
@@ -351,12 +442,13 @@ def _finish_step(I, F, RF, RI, hist, now):  # type: ignore[no-untyped-def]
         before = _cdiv(I[b + 1], B)
         I[b + 1] += c
         done = I[b + 1]
-        I[FREE] -= _cdiv(done, B) - before
+        _take_blocks(I, _cdiv(done, B) - before)
         if done < I[b + 2]:
             j += 1
             continue
         rid, gen, seq = I[b], I[b + 3], I[b + 4]
         _pf_remove(I, j)  # the next entry moves into index j
+        _log(I, RI, EV_INSERT, rid)
         if gen == 0:
             RF[RF_FIRST, rid] = now
         else:
@@ -389,7 +481,7 @@ def _commit_stretch(I, F, RF, RI, hist, now, j):  # type: ignore[no-untyped-def]
         I[o_ctx : o_ctx + ms], I[o_rem : o_rem + ms], I[N], j, I[BS], I[o_done : o_done + ms],
         hist, F[o_cum : o_cum + STRETCH_CAP], now >= F[ITL_FROM],
     )
-    I[FREE] -= blocks
+    _take_blocks(I, blocks)
     I[CTX_SUM] += I[N] * j
     _complete_slots(I, RF, RI, nd, now)
 
@@ -417,7 +509,7 @@ def take_arrivals(now, I, F, W, lacc, RI):  # type: ignore[no-untyped-def]
     """Queue the pre-routed requests that have arrived by ``now`` (level updates at their times)."""
     pos = I[ARR_POS]
     n_arr = I[ARR_N]
-    o_arr = IO + (7 + PF_FIELDS) * I[MAX_SEQS]
+    o_arr = IO + (7 + PF_FIELDS + EV_FIELDS * EV_PER_SEQ) * I[MAX_SEQS]
     o_arr_t = FO + STRETCH_CAP
     while pos < n_arr and F[o_arr_t + pos] <= now:
         rid = I[o_arr + pos]
@@ -439,6 +531,8 @@ def plan(now, I, F, W, lacc, RF, RI, p):  # type: ignore[no-untyped-def]
             return F[FO + STRETCH_CAP + I[ARR_POS]] - now
         return -1.0
     dur = _schedule(I, W, RF, RI, p, now)
+    if dur < -3.5:
+        return NEED_LOOKUP  # nothing changed; the replica looks the request up and calls again
     _levels(I, F, lacc, now, 1.0)
     if dur >= 0.0:
         I[MODE] = MODE_STEP

@@ -18,7 +18,11 @@ Scheduling follows vLLM (V1 with chunked prefill; V0 without):
 - when a decode needs a block and none is free, the most recently admitted request is preempted
   and recomputed later (vLLM's default preemption mode), its blocks freed;
 - new requests are admitted only while 1% of the blocks stay free (vLLM's watermark), and not
-  in a step that had to preempt (vLLM V1), so a full cache does not thrash.
+  in a step that had to preempt (vLLM V1), so a full cache does not thrash;
+- with prefix caching, a request carrying blocks is looked up when it is considered for
+  admission: its cached prefix takes KV blocks but no compute, so its prefill starts there
+  (:mod:`stacksim.serving.prefix_cache` holds the policy; cache events are replayed into it
+  after each scheduling decision and after each step, as the compiled replica does).
 
 Decoding sequences live in slot arrays (`ctx`: tokens with KV stored, `rem`: tokens still to
 generate) that the kernels update in place.
@@ -33,12 +37,13 @@ import numpy as np
 import simpy
 
 from stacksim.kernels import cost as K
-from stacksim.metrics import COMPLETED, QUEUED, RUNNING, Levels
+from stacksim.metrics import COMPLETED, QUEUED, RI_PFX_VER, RUNNING, Levels
 
 if TYPE_CHECKING:
     from stacksim.serving.deployment import DeploymentRuntime
 
 from stacksim.serving.core import ADMIT_WATERMARK, STRETCH_CAP
+from stacksim.serving.prefix_cache import ACQUIRE, INSERT, RELEASE, PrefixCache
 from stacksim.serving.replica import retarget
 
 
@@ -105,6 +110,9 @@ class ReferenceReplica:
         self.shared = dep.balancer.shared
         self.inp = dep.inp  # plain lists: scalar reads are several times cheaper than numpy's
         self.out = dep.out
+        self.prefix_cache = PrefixCache(self.reqs, self.B) if eng.prefix_caching else None
+        self.pfx_events: list[tuple[int, int, int]] = []  # (kind, rid, min free blocks before it)
+        self.min_free = self.total_blocks  # fewest free blocks since the last event
         self.proc = env.process(self._run())
 
     # ------------------------------------------------------------------ arrivals
@@ -213,6 +221,7 @@ class ReferenceReplica:
                     self.idle_event = None
                 continue
             step = self._schedule()
+            self._pfx_sync()
             self._levels(1.0)
             if step is not None:
                 chunks, n_dec, dur = step
@@ -220,6 +229,7 @@ class ReferenceReplica:
                 self.busy_s += dur
                 yield env.timeout(dur)
                 self._finish_step(chunks, n_dec, dur)
+                self._pfx_sync()
             else:
                 k = K.plan_stretch(self.p, self.ctx, self.rem, self.n, self.free, self.B, STRETCH_CAP, float(self.ctx_sum), self.cum)
                 if k <= 0:  # cannot happen after _schedule's preemption; keep the loop honest
@@ -241,6 +251,31 @@ class ReferenceReplica:
                 self.iterations += j
                 self.busy_s += float(self.cum[j - 1])
                 self._commit_decodes(j)
+                self._pfx_sync()
+
+    # ------------------------------------------------------------------ prefix caching
+
+    def _take(self, nb: int) -> None:
+        """Take ``nb`` free KV blocks (unpinned cache entries there are evicted at the next sync)."""
+        self.free -= nb
+        self.min_free = min(self.min_free, self.free)
+
+    def _log(self, kind: int, rid: int) -> None:
+        if self.prefix_cache is not None and self.reqs.RI[RI_PFX_VER, rid] != 0:
+            self.pfx_events.append((kind, rid, self.min_free))
+            self.min_free = self.free
+
+    def _pfx_sync(self) -> None:
+        if self.prefix_cache is not None:
+            self.prefix_cache.apply(self.pfx_events, self.min_free)
+            self.pfx_events.clear()
+            self.min_free = self.free
+
+    def _hit(self, st: _Prefill) -> int:
+        """Tokens of ``st``'s prefill in the prefix cache now (0 without blocks or without a cache)."""
+        if self.prefix_cache is None or self.reqs.RI[RI_PFX_VER, st.rid] == 0:
+            return 0
+        return self.prefix_cache.lookup(st.rid, st.target)
 
     # ------------------------------------------------------------------ scheduling
 
@@ -281,22 +316,28 @@ class ReferenceReplica:
             ):
                 rid = self.waiting[0]
                 st = self._admit_state(rid)
-                c = min(st.target, budget, (avail - wm) * B)
-                self._admit(st)
+                hit = self._hit(st)
+                hb = hit // B  # the cached prefix takes blocks, not compute
+                c = min(st.target - hit, budget, (avail - wm - hb) * B)
+                if c <= 0:
+                    break
+                self._admit(st, hit)
                 chunks.append((st, c))
                 budget -= c
-                avail -= -(-c // B)
+                avail -= hb + -(-c // B)
         else:
             if not self.prefilling:
                 budget = self.max_tokens
                 while not preempted and self.waiting and self.n + len(self.prefilling) < self.max_seqs:
                     st = self._admit_state(self.waiting[0])
+                    hit = self._hit(st)
+                    c = st.target - hit
                     nb = -(-st.target // B)
-                    if st.target > budget or nb > avail - wm:
+                    if c > budget or nb > avail - wm:
                         break
-                    self._admit(st)
-                    chunks.append((st, st.target))
-                    budget -= st.target
+                    self._admit(st, hit)
+                    chunks.append((st, c))
+                    budget -= c
                     avail -= nb
         if not chunks:
             if self.n:
@@ -320,15 +361,21 @@ class ReferenceReplica:
         gen = self.resume.get(rid, 0)
         return _Prefill(rid, self.inp[rid] + gen, gen, 0)
 
-    def _admit(self, st: _Prefill) -> None:
+    def _admit(self, st: _Prefill, hit: int) -> None:
+        """Start ``st``'s prefill after its first ``hit`` tokens, which the prefix cache holds."""
         self.waiting.popleft()
         self.admit_counter += 1
         st.seq = self.admit_counter
+        st.done = hit
         self.prefilling.append(st)
         rid = st.rid
         if np.isnan(self.reqs.admitted_s[rid]):  # queueing delay ends at the first admission
             self.reqs.admitted_s[rid] = self.env.now
+            self.reqs.cached_tokens[rid] = hit
         self.reqs.status[rid] = RUNNING
+        if hit > 0:
+            self._log(ACQUIRE, rid)  # before taking the blocks: reusing cached ones evicts nothing
+            self._take(hit // self.B)
 
     def _preempt_one(self) -> None:
         """Preempt the most recently admitted running request (recompute mode)."""
@@ -352,6 +399,9 @@ class ReferenceReplica:
             self.resume[rid] = gen
         self.reqs.preemptions[rid] += 1
         self.reqs.status[rid] = QUEUED
+        if self.reqs.RI[RI_PFX_VER, rid] != 0:
+            self._log(RELEASE, rid)
+            self.reqs.RI[RI_PFX_VER, rid] = -1  # its length grew: look it up again when it comes back
         self.waiting.appendleft(rid)
         self.preemptions += 1
 
@@ -374,17 +424,18 @@ class ReferenceReplica:
             if now >= self.itl_from:
                 self.itl_hist[K.hist_index(dur)] += n_dec
             blocks, nd = K.advance(self.ctx, self.rem, self.n, 1, B, self.done_buf)
-            self.free -= blocks
+            self._take(blocks)
             self.ctx_sum += self.n
             self._complete_slots(nd)
         for st, c in chunks:
             before = -(-st.done // B)
             st.done += c
-            self.free -= -(-st.done // B) - before
+            self._take(-(-st.done // B) - before)
             if st.done < st.target:
                 continue
             self.prefilling.remove(st)
             rid = st.rid
+            self._log(INSERT, rid)
             reqs = self.reqs
             if st.generated == 0:
                 reqs.first_token_s[rid] = now
@@ -410,7 +461,7 @@ class ReferenceReplica:
         blocks, nd = K.commit_stretch(
             self.ctx, self.rem, self.n, j, self.B, self.done_buf, self.itl_hist, self.cum, self.env.now >= self.itl_from
         )
-        self.free -= blocks
+        self._take(blocks)
         self.ctx_sum += self.n * j
         self._complete_slots(nd)
 
@@ -429,5 +480,6 @@ class ReferenceReplica:
     def _finish(self, rid: int) -> None:
         self.reqs.status[rid] = COMPLETED
         self.reqs.finish_s[rid] = self.env.now
+        self._log(RELEASE, rid)
         self.outstanding -= 1
         self.dep.on_done(rid)

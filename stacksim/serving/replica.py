@@ -16,8 +16,9 @@ import simpy
 
 from stacksim.kernels import cost as K
 from stacksim.kernels.cost import level_set
-from stacksim.metrics import FAILED, QUEUED, Levels
+from stacksim.metrics import FAILED, QUEUED, RI_GEN_DONE, RI_INPUT, Levels
 from stacksim.serving import core as C
+from stacksim.serving.prefix_cache import PrefixCache
 
 if TYPE_CHECKING:
     from stacksim.serving.deployment import DeploymentRuntime
@@ -49,6 +50,8 @@ class Replica:
         self.levels = Levels(("waiting", "running", "kv_used", "busy"), level_width_s, max_time_s)
         self.shared = dep.balancer.shared
         self.outstanding = 0
+        # vLLM V1 turns automatic prefix caching on by default; the engine setting turns it off.
+        self.prefix_cache = PrefixCache(self.reqs, eng.block_size) if eng.prefix_caching else None
         self._alloc(0)
         self.W = np.zeros(self.max_seqs + 64, dtype=np.int64)
         self.timer: simpy.Event | None = None
@@ -73,6 +76,9 @@ class Replica:
         I[C.CHUNKED] = int(eng.enable_chunked_prefill)
         I[C.INDEX] = self.index
         I[C.ARR_N] = n_arrivals
+        I[C.MIN_FREE] = self.total_blocks
+        if self.prefix_cache is not None:
+            I[C.CACHE_VER] = self.prefix_cache.version
         F[C.LV : C.LV + K.LEVEL_STATE] = self.levels.state
         self.I, self.F = I, F
         # The level state lives in F (compiled code updates it); Levels reads it through a view.
@@ -190,6 +196,8 @@ class Replica:
         for rid in rids:
             reqs.status[rid] = FAILED
             reqs.finish_s[rid] = now
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
         itl_from = self.itl_from
         self._alloc(0)
         self.itl_from = itl_from
@@ -211,6 +219,33 @@ class Replica:
         if self.repaired is not None and not self.repaired.triggered:
             self.repaired.succeed()
 
+    # ------------------------------------------------------------------ prefix caching
+
+    def _pfx_switch_on(self) -> None:
+        """Start prefix-cache bookkeeping once some request carries blocks (until then the
+        compiled scheduler runs exactly as without a cache)."""
+        I = self.I
+        I[C.PFX_ON] = 1
+        I[C.MIN_FREE] = I[C.FREE]
+        I[C.EV_N] = 0
+
+    def _pfx_sync(self) -> None:
+        """Replay the scheduler's prefix-cache events of its last call, evict to fit, and hand
+        the cache's version back to the scheduler."""
+        I = self.I
+        pfx = self.prefix_cache
+        assert pfx is not None
+        n = int(I[C.EV_N])
+        min_free = int(I[C.MIN_FREE])
+        if n:
+            o = self.off["ev"]
+            pfx.apply(I[o : o + C.EV_FIELDS * n].reshape(n, C.EV_FIELDS).tolist(), min_free)
+            I[C.EV_N] = 0
+        elif pfx.evictable_tokens > min_free * pfx.block_size:
+            pfx.evict_to(min_free * pfx.block_size)
+        I[C.MIN_FREE] = I[C.FREE]
+        I[C.CACHE_VER] = pfx.version
+
     # ------------------------------------------------------------------ the process
 
     def _run(self):  # type: ignore[no-untyped-def]
@@ -222,11 +257,16 @@ class Replica:
         p = self.p
         shared = self.shared
         on_done = self.dep.on_done_count
+        pfx = self.prefix_cache
+        pfx_on = False  # I[C.PFX_ON], kept as a Python bool: this loop runs once per event
         while True:
             now = env.now
             if I is not self.I:  # re-allocated by preroute before the run started
                 I, F = self.I, self.F
+                pfx_on = False
             C.finish(now, I, F, self.W, lacc, hist, reqs.RF, reqs.RI)
+            if pfx_on:
+                self._pfx_sync()
             nd = int(I[C.DONE_N])
             if nd:
                 self.outstanding -= nd
@@ -237,7 +277,19 @@ class Replica:
                         self.dep.on_complete(rid)
             if shared:
                 self.dep.pull(self)
+            if not pfx_on and pfx is not None and reqs.blocks:
+                self._pfx_switch_on()
+                pfx_on = True
             dt = C.plan(now, I, F, self.W, lacc, reqs.RF, reqs.RI, p)
+            if pfx_on:
+                while dt == C.NEED_LOOKUP:
+                    assert pfx is not None
+                    if I[C.CACHE_VER] != pfx.version:  # a lookup would never be current: no progress
+                        raise RuntimeError("prefix cache version out of step with the scheduler")
+                    rid = int(I[C.NEED])
+                    pfx.lookup(rid, int(reqs.RI[RI_INPUT, rid] + reqs.RI[RI_GEN_DONE, rid]))
+                    dt = C.plan(now, I, F, self.W, lacc, reqs.RF, reqs.RI, p)
+                self._pfx_sync()
             try:
                 if dt >= 0.0:
                     self.timer = env.timeout(dt)
@@ -256,3 +308,4 @@ class Replica:
                 yield self.repaired
                 I, F = self.I, self.F
                 lacc = self.levels.acc
+                pfx_on = False  # fail() re-allocated the scheduler state

@@ -11,12 +11,20 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+if TYPE_CHECKING:
+    from stacksim.metrics import RequestTable
+    from stacksim.scenario.schema import Workload
+
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 MOONCAKE_KEYS = ("timestamp", "input_length", "output_length")
+# Tokens per hash id in the Mooncake traces (FAST'25 release README: "The block size is 512
+# tokens. Identical hash IDs indicate reusable prefix KV cache blocks.").
+MOONCAKE_BLOCK_TOKENS = 512
 
 
 class TraceFormatError(ValueError):
@@ -145,3 +153,26 @@ def _load_trace(path: str, fmt: str | None, size: int, mtime_ns: int) -> Trace:
     if fmt == "mooncake":
         return _mooncake(path)
     raise TraceFormatError(f"unknown trace format '{fmt}'; valid: azure, mooncake")
+
+
+def attach_trace_blocks(reqs: RequestTable, ids: np.ndarray, w: Workload, path: str, horizon_s: float) -> int:
+    """Give the requests ``ids`` of workload ``w`` the prefix-block hash ids of their trace
+    records, so prefix caching can reuse them (Mooncake: one id per 512 tokens). Only for a
+    trace replay whose prompt lengths are the trace's own (``input_tokens: {kind: trace}``):
+    the ids describe those prompts. Returns how many requests got blocks."""
+    from stacksim.scenario import schema as S
+    from stacksim.workload.arrivals import trace_rows
+
+    if not isinstance(w.arrival, S.TraceArrivals) or not isinstance(w.input_tokens, S.TraceLength):
+        return 0
+    tr = load_trace(path, w.arrival.format)
+    if tr.hash_ids is None:
+        return 0
+    rows = trace_rows(w.arrival, horizon_s, w.max_requests, path)
+    n = 0
+    for rid, row in zip(ids.tolist(), rows.tolist()):
+        h = tr.hash_ids[row]
+        if h:
+            reqs.set_blocks(rid, np.array(h, dtype=np.int64), MOONCAKE_BLOCK_TOKENS)
+            n += 1
+    return n
