@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stacksim.engine.simulation import Simulation
+from stacksim.errors import StackSimError
 from stacksim.metrics.summary import Result, build_result
 from stacksim.scenario import ResolvedScenario, load_scenario
 
@@ -15,12 +16,20 @@ def run_scenario(
     seed: int | None = None,
     progress: Callable[[float, float], None] | None = None,
     spans: bool = False,
+    trace_iterations: list[str] | None = None,
 ) -> Result:
     """Run a scenario (a resolved scenario, or a path to a YAML file) and return its result.
 
     ``seed`` overrides the scenario's seed; ``progress(sim_time, horizon)`` is called as the run
-    advances (about 100 times); ``spans=True`` keeps every span for an OpenTelemetry export.
+    advances (about 100 times); ``spans=True`` keeps every span for an OpenTelemetry export;
+    ``trace_iterations`` names deployments whose batch iterations are recorded (a Perfetto view).
     """
     rs = scenario if isinstance(scenario, ResolvedScenario) else load_scenario(scenario)
-    sim = Simulation(rs, seed=seed).run(progress)
+    sim = Simulation(rs, seed=seed)
+    for name in trace_iterations or []:
+        if name not in sim.deployments:
+            raise StackSimError(f"--trace-iterations: no deployment named '{name}'; deployments: {', '.join(sim.deployments) or 'none'}")
+        for r in sim.deployments[name].replicas:
+            r.trace = []
+    sim.run(progress)
     return build_result(sim, spans=spans)

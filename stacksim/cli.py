@@ -203,6 +203,9 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
     otel: Annotated[bool, typer.Option("--otel", help="Also write traces.otlp.json (OpenTelemetry spans of agent tasks and gateway calls).")] = False,
+    trace_iterations: Annotated[list[str] | None, typer.Option(
+        "--trace-iterations", help="Also write iterations.<deployment>.trace.json: that deployment's batch iterations "
+        "per replica, for ui.perfetto.dev (repeat for several).")] = None,
 ) -> None:
     """Run a scenario: print a summary, write summary.json, requests.parquet, plots."""
     from stacksim import load_scenario, run_scenario, write_result
@@ -214,7 +217,7 @@ def run(
         prog = _LazyProgress(f"running {rs.scenario.name}")
         t0 = time.perf_counter()
         try:
-            result = run_scenario(rs, seed=seed, progress=prog, spans=otel)
+            result = run_scenario(rs, seed=seed, progress=prog, spans=otel, trace_iterations=trace_iterations)
         finally:
             prog.close()
         wall = time.perf_counter() - t0

@@ -254,6 +254,9 @@ def test_subagent_tokens_are_attributed_to_the_parent_task() -> None:
     assert ag is not None
     subs = [i for i in range(len(ag.spans)) if ag.spans.kind[i] == "subagent"]
     assert len({ag.spans.start[i] for i in subs}) == 1
+    by_agent = res.summary["agents"]["all"]["by_agent"]
+    assert by_agent["worker"]["llm_calls_per_task"] == 6 and by_agent["boss"]["llm_calls_per_task"] == 2
+    assert by_agent["worker"]["tokens_per_task"] == row["tokens_depth_1"]
     amp = res.summary["agents"]["all"]["token_amplification"]
     assert amp == pytest.approx((row["input_tokens"] + row["output_tokens"]) / row["content_tokens"], rel=1e-3) and amp > 1
 
@@ -396,3 +399,27 @@ def test_spans_frame_links_gateway_calls_to_their_llm_step() -> None:
     gws = sp[sp["kind"] == "gateway"]
     assert len(gws) == 2
     assert set(sp.loc[gws["parent_id"], "kind"]) == {"llm"}
+
+
+def test_iteration_trace_covers_every_iteration_without_overlap() -> None:
+    from stacksim.api import run_scenario
+    from stacksim.report.perfetto import chrome_trace
+
+    rs = load_scenario(REPO / "scenarios" / "quickstart.yaml", overrides={"horizon_s": 60, "warmup_s": 0})
+    res = run_scenario(rs, trace_iterations=["chat"])
+    assert res.iterations is not None and set(res.iterations) == {"chat"}
+    it = res.iterations["chat"]
+    dep = res.summary["deployments"]["chat"]
+    assert int(it["iterations"].sum()) == dep["iterations"]
+    for _, g in it.groupby("replica"):
+        start, end = g["start_s"].to_numpy(), g["end_s"].to_numpy()
+        assert (end >= start).all() and (start[1:] >= end[:-1] - 1e-9).all()  # one slice at a time per replica
+    assert set(it["kind"]) <= {"step", "decode stretch", "cut by failure"}
+    last = it.groupby("replica").tail(1).index  # a replica's last slice may still be running at the end
+    done = it.drop(index=last)
+    assert (done.loc[done["kind"] == "step", "iterations"] == 1).all()
+    doc = chrome_trace(it, "chat")
+    slices = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    assert len(slices) == len(it) and all(e["dur"] >= 0 for e in slices)
+    with pytest.raises(Exception, match="no deployment named 'nope'"):
+        run_scenario(rs, trace_iterations=["nope"])

@@ -68,7 +68,19 @@ def _mean(df: pd.DataFrame, col: str, nd: int = 4) -> float | None:
     return round(float(df[col].mean()), nd) if len(df) else None
 
 
-def _fleet(sub: pd.DataFrame, warmup: float) -> dict[str, Any]:
+def _by_agent(roots: list[Any], total_tokens: float) -> dict[str, Any]:
+    """Tokens and LLM calls by agent (an orchestrator and its sub-agents apart)."""
+    toks: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    for r in roots:
+        toks.update(r.tokens_by_agent)
+        calls.update(r.calls_by_agent)
+    n = max(len(roots), 1)
+    return {a: {"tokens_per_task": round(toks[a] / n, 1), "llm_calls_per_task": round(calls[a] / n, 3),
+                "token_share": round(toks[a] / total_tokens, 4) if total_tokens > 0 else None} for a in sorted(toks)}
+
+
+def _fleet(sub: pd.DataFrame, warmup: float, roots: list[Any]) -> dict[str, Any]:
     done = sub[(sub["status"] == "completed") & (sub["arrival_s"] >= warmup)]
     tokens = sub["input_tokens"] + sub["output_tokens"]
     content = sub["content_tokens"].to_numpy()
@@ -88,6 +100,7 @@ def _fleet(sub: pd.DataFrame, warmup: float) -> dict[str, Any]:
             "output_tokens": _mean(ended, "output_tokens", 1), "cost_usd": _mean(ended, "cost_usd", 6),
         },
         "token_amplification": round(total_tokens / float(content.sum()), 4) if content.sum() > 0 else None,
+        "by_agent": _by_agent(roots, total_tokens),
         "tokens_by_depth_share": {c.removeprefix("tokens_depth_"): round(float(sub[c].sum()) / total_tokens, 4)
                                   for c in depth_cols} if total_tokens > 0 else {},
         "cached_input_share": round(float(sub["cached_input_tokens"].sum()) / max(float(sub["input_tokens"].sum()), 1.0), 4),
@@ -105,8 +118,9 @@ def agents_summary(sim: Simulation, tasks: pd.DataFrame, end: float) -> dict[str
         "(system prompts, step inputs, outputs, tool results, retrieved chunks and sub-agent summaries, each counted once); "
         "breakdown_s is the top-level agent's own time; cached_input_share counts provider prompt-cache hits and "
         "replica prefix-cache hits",
-        "all": _fleet(tasks, warmup),
-        "fleets": {n: _fleet(tasks[tasks["fleet"] == n], warmup) for n in ag.fleet_names},
+        "all": _fleet(tasks, warmup, ag.roots),
+        "fleets": {n: _fleet(tasks[tasks["fleet"] == n], warmup, [r for r in ag.roots if r.fleet == i])
+                   for i, n in enumerate(ag.fleet_names)},
         "tools": {},
         "vector_stores": {n: s.summary(end) for n, s in ag.stores.items()},
         "spans": len(ag.spans),

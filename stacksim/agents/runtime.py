@@ -66,6 +66,8 @@ class Root:
     time: dict[str, float] = field(default_factory=lambda: {"llm": 0.0, "tool": 0.0, "retrieval": 0.0, "subagent": 0.0})
     tokens_by_depth: dict[int, int] = field(default_factory=dict)
     calls_by_depth: dict[int, int] = field(default_factory=dict)
+    tokens_by_agent: dict[str, int] = field(default_factory=dict)
+    calls_by_agent: dict[str, int] = field(default_factory=dict)
     span: int = -1
 
 
@@ -359,6 +361,8 @@ class AgentRuntime:
         root.usd += cost
         root.tokens_by_depth[ctx.depth] = root.tokens_by_depth.get(ctx.depth, 0) + prompt + (out if ok else 0)
         root.calls_by_depth[ctx.depth] = root.calls_by_depth.get(ctx.depth, 0) + 1
+        root.tokens_by_agent[ctx.agent] = root.tokens_by_agent.get(ctx.agent, 0) + prompt + (out if ok else 0)
+        root.calls_by_agent[ctx.agent] = root.calls_by_agent.get(ctx.agent, 0) + 1
         dt = env.now - t0
         root.time["llm"] += dt if ctx.depth == 0 else 0.0
         attrs.update({"gen_ai.usage.input_tokens": prompt, "gen_ai.usage.output_tokens": out if ok else 0,

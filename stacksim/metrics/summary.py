@@ -86,6 +86,7 @@ class Result:
     attempts: pd.DataFrame | None = None  # gateway attempts, one row per try at a deployment
     tasks: pd.DataFrame | None = None  # agent tasks, one row per task
     spans: pd.DataFrame | None = None  # every span (agent steps, gateway calls and attempts), when asked for
+    iterations: dict[str, pd.DataFrame] | None = None  # deployment -> its replicas' batch iterations, when asked for
 
     def to_json(self) -> str:
         return json.dumps(self.summary, indent=2, sort_keys=False) + "\n"
@@ -327,8 +328,14 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
         from stacksim.agents.spans import spans_frame
 
         span_df = spans_frame(sim)
+    iters = None
+    traced = [n for n, d in sim.deployments.items() if any(getattr(r, "trace", None) is not None for r in d.replicas)]
+    if traced:
+        from stacksim.report.perfetto import iterations_frame
+
+        iters = {n: iterations_frame(sim, n) for n in traced}
     ts_all = {name: _dep_timeseries(dep, end) for name, dep in sim.deployments.items()}
-    return Result(summary, df, ts_all, ryaml, attempts, tasks, span_df)
+    return Result(summary, df, ts_all, ryaml, attempts, tasks, span_df, iters)
 
 
 def mean_in_system(arrival: np.ndarray, finish: np.ndarray, t0: float, t1: float) -> float:
@@ -381,6 +388,10 @@ def write_result(result: Result, out_dir: str | Path, plots: bool = True) -> lis
 
         p = write_otlp(result.spans, result.summary, out / "traces.otlp.json")
         written.append(p)
+    for dep, frame in (result.iterations or {}).items():
+        from stacksim.report.perfetto import write_chrome_trace
+
+        written.append(write_chrome_trace(frame, dep, out / f"iterations.{dep}.trace.json"))
     p = out / "scenario.resolved.yaml"
     p.write_text(result.resolved_yaml)
     written.append(p)

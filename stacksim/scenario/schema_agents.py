@@ -70,7 +70,7 @@ class Tool(Strict):
 
 
 class VectorStore(Strict):
-    """A vector index as a service: `workers` queries at once, query latency growing with the
+    """A vector index (or a graph store) as a service: `workers` queries at once, query latency growing with the
     index size (HNSW search cost grows with log N) and with top_k (pgvector's ef_search is at
     least top_k), writes with their own latency.
 
@@ -80,7 +80,9 @@ class VectorStore(Strict):
     axiomlogica.com, 2026), about x1.45 per tenfold. A dedicated vector DB has no default: give
     its measured latency."""
 
-    kind: Literal["pgvector", "dedicated"] = "pgvector"
+    kind: Literal["pgvector", "dedicated", "graph"] = Field(
+        default="pgvector", description="pgvector (a default latency from a published benchmark), a dedicated vector DB, "
+        "or a graph store for long-term memory (both need their measured latency).")
     region: str | None = None
     vectors: int = Field(default=1_000_000, ge=1, description="Index size.")
     workers: int = Field(default=4, ge=1, description="Queries served at once (pgvector: the benchmark's 4 clients on 2 vCPU).")
@@ -96,8 +98,9 @@ class VectorStore(Strict):
 
     @model_validator(mode="after")
     def _latency(self) -> VectorStore:
-        if self.kind == "dedicated" and self.latency is None:
-            raise ValueError("a dedicated vector DB needs its measured latency (median_ms, p95_ms at reference_vectors)")
+        if self.kind != "pgvector" and self.latency is None:
+            raise ValueError(f"a {self.kind} store needs its measured latency (median_ms, p95_ms at reference_vectors); "
+                             "only pgvector has a default")
         return self
 
 

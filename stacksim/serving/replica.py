@@ -60,6 +60,10 @@ class Replica:
         self.accepting = True  # False while failed or draining before a spot kill
         self.repaired: simpy.Event | None = None
         self.failures = 0
+        # Batch iterations for a Perfetto view (run --trace-iterations): one row per step or
+        # decode stretch: start, end, kind (1 step, 2 stretch), iterations, decodes, prefills,
+        # running, waiting, free KV blocks. None: not recorded (the default; it costs a row per event).
+        self.trace: list[list[float]] | None = None
         self.proc = env.process(self._run())
 
     def _alloc(self, n_arrivals: int) -> None:
@@ -259,12 +263,18 @@ class Replica:
         on_done = self.dep.on_done_count
         pfx = self.prefix_cache
         pfx_on = False  # I[C.PFX_ON], kept as a Python bool: this loop runs once per event
+        tr = self.trace
+        open_iters = -1
         while True:
             now = env.now
             if I is not self.I:  # re-allocated by preroute before the run started
                 I, F = self.I, self.F
                 pfx_on = False
             C.finish(now, I, F, self.W, lacc, hist, reqs.RF, reqs.RI)
+            if tr is not None and open_iters >= 0:  # the event ends here (a stretch may be cut short)
+                tr[-1][1] = now
+                tr[-1][3] = int(I[C.ITERS]) - open_iters
+                open_iters = -1
             if pfx_on:
                 self._pfx_sync()
             nd = int(I[C.DONE_N])
@@ -292,6 +302,11 @@ class Replica:
                 self._pfx_sync()
             try:
                 if dt >= 0.0:
+                    if tr is not None:
+                        open_iters = int(I[C.ITERS])
+                        stretch = int(I[C.MODE]) == 2  # a stretch decodes every running sequence
+                        tr.append([now, now + dt, float(I[C.MODE]), 0.0, float(I[C.N] if stretch else I[C.NDEC]), float(I[C.NPF]),
+                                   float(I[C.N] + I[C.NPF]), float(I[C.WQ_LEN]), float(I[C.FREE])])
                     self.timer = env.timeout(dt)
                     yield self.timer
                 elif dt > -1.5:
@@ -302,6 +317,10 @@ class Replica:
                     raise RuntimeError(f"replica scheduler reached an impossible state (code {dt})")
             except simpy.Interrupt:
                 # Failed (see fail()): the pending step never ends; wait for the repair.
+                if tr is not None and open_iters >= 0:
+                    tr[-1][1] = env.now
+                    tr[-1][2] = 3.0  # cut by a failure
+                    open_iters = -1
                 self.timer = None
                 self.idle_event = None
                 assert self.repaired is not None
