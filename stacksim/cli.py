@@ -134,6 +134,28 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
         f"throughput: {th['requests_per_s']:.2f} req/s, {th['output_tokens_per_s']:,.0f} output tok/s   "
         f"spend: GPUs ${sp['gpu_usd']:,.2f} this run, ${sp['gpu_usd_per_hour']:,.2f}/h, ${sp['gpu_usd_per_month']:,.0f}/month{api}"
     )
+    mo = sp.get("monthly")
+    if mo:
+        parts = ", ".join(f"{k.removesuffix('_usd')} ${v:,.0f}" for k, v in mo.items() if k != "total_usd" and v)
+        unit = sp.get("unit_costs", {})
+        per = [f"${unit['usd_per_request']:,.5f}/request" if unit.get("usd_per_request") is not None else "",
+               f"${unit['usd_per_1m_tokens']:,.2f}/1M tokens" if unit.get("usd_per_1m_tokens") is not None else "",
+               f"${unit['usd_per_agent_task']:,.4f}/agent task" if unit.get("usd_per_agent_task") is not None else ""]
+        out_console.print(f"month (projected): ${mo['total_usd']:,.0f}" + (f" = {parts}" if parts else "")
+                          + ("; " + ", ".join(x for x in per if x) if any(per) else ""))
+        teams = sp.get("attribution", {}).get("team", {})
+        if len(teams) > 1 or (teams and "(none)" not in teams):
+            out_console.print("by team (this run): " + ", ".join(f"{k} ${v['usd']:,.2f} ({v['share']:.0%})" for k, v in teams.items()
+                                                             if v["share"] is not None))
+    dr = s.get("deprecation_risk")
+    if dr:
+        o = dr["overall"]
+        routes = ", ".join(f"{k} {v['p_lose_primary']:.0%}" for k, v in dr["routes"].items() if v.get("p_lose_primary") is not None)
+        out_console.print(
+            f"deprecation risk {dr['start_date']}..{dr['horizon_end']}: P(any hosted model retires) {o['p_any_retirement']:.0%}, "
+            f"traffic migrating {o['expected_traffic_share_migrating']:.0%} (expected), migration cost ${o['expected_migration_cost_usd']:,.0f}"
+            + (f"; P(route loses its primary): {routes}" if routes else "")
+            + (f"; not modelled: {o['traffic_share_not_modelled']:.0%} of traffic" if o.get("traffic_share_not_modelled") else ""))
     att = s["slo"].get("attainment")
     if att:
         parts = ", ".join(f"{k.removesuffix('_ms').upper()} {v:.1%}" for k, v in att.items())
@@ -230,6 +252,71 @@ def run(
         _fail(exc)
         return
     print_summary(result.summary, wall, out_dir)
+
+
+@app.command()
+def compare(
+    scenarios: Annotated[list[Path], typer.Argument(help="Two or more scenario YAML files; the first is the baseline.")],
+    seeds: Annotated[int, typer.Option(help="Seeds per scenario (the same seeds for every scenario).")] = 5,
+    seed_base: Annotated[int, typer.Option("--seed-base", help="First seed (seeds are seed-base .. seed-base + seeds - 1).")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write compare.json, compare.csv and plots/<metric>.png here.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
+) -> None:
+    """Run scenarios over the same seeds and show headline metrics side by side, with each one's
+    difference from the first (95% Welch t interval)."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from stacksim.compare import basis_lines, table, write_outputs
+    from stacksim.compare import compare as run_compare
+
+    bar = Progress(TextColumn("compare"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"), TimeElapsedColumn(),
+                   console=err_console, transient=True)
+    task = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:  # started here, after every file loaded: an error prints no empty bar
+            bar.start()
+            task = bar.add_task("compare", total=total)
+        bar.update(task, completed=done)
+
+    try:
+        try:
+            res = run_compare(scenarios, seeds=seeds, seed_base=seed_base, workers=workers, progress=progress)
+        finally:
+            if task is not None:
+                bar.stop()
+        written = write_outputs(res, out) if out is not None else []
+    except StackSimError as exc:
+        _fail(exc)
+        return
+    if json_out:
+        sys.stdout.write(json.dumps(res, allow_nan=False) + "\n")
+    else:
+        s = res["seeds"]
+        seeds_txt = f"seed {s[0]}" if len(s) == 1 else f"seeds {s[0]}..{s[-1]}"
+        out_console.print(f"[bold]compare[/] {len(res['scenarios'])} scenarios x {len(s)} {seeds_txt}; "
+                          f"baseline [bold]{escape(res['baseline'])}[/]")
+        cols, rows = table(res)
+        t = Table(title="mean ± sd over seeds; differences from the baseline with 95% interval", title_justify="left")
+        for i, c in enumerate(cols):
+            t.add_column(escape(c), justify="left" if i == 0 else "right")
+        for r in rows:
+            t.add_row(*(escape(x) for x in r))
+        out_console.print(t)
+        out_console.print(escape(res["method"]), highlight=False, soft_wrap=True)
+        for b in basis_lines(res):
+            out_console.print(escape(b), highlight=False, soft_wrap=True)
+        for p in written:
+            out_console.print(f"wrote {p}", highlight=False)
+    for f in res["failures"]:
+        err_console.print(f"[bold red]run failed[/]: {escape(f['scenario'])} seed {f['seed']}: {escape(f['error'])}",
+                          highlight=False, soft_wrap=True)
+    if res["failures"]:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -471,9 +558,9 @@ def dashboard(
 
 @app.command()
 def catalog(
-    kind: Annotated[str, typer.Argument(help="accelerators, models, providers or regions")] = "accelerators",
+    kind: Annotated[str, typer.Argument(help="accelerators, models, providers, regions or lifecycle")] = "accelerators",
 ) -> None:
-    """List a catalog: accelerators, models, hosted providers or regions."""
+    """List a catalog: accelerators, models, hosted providers, regions, or the fitted model lifetimes."""
     from stacksim.catalog import accelerators, models
 
     if kind.startswith("acc"):
@@ -513,8 +600,19 @@ def catalog(
             t.add_column(c)
         for r in regions().values():
             t.add_row(r.id, r.name, r.jurisdiction, r.aws_region)
+    elif kind.startswith("life"):
+        from stacksim.lifecycle.hazard import fit_provider_hazards
+
+        fits = fit_provider_hazards()
+        t = Table(title="model lifetimes per lab (fitted to shared/facts/model_deprecations.csv, right-censored)")
+        for c in ("lab", "family", "median lifetime d", "Kaplan-Meier d", "models (censored)", "median notice d", "announcements"):
+            t.add_column(c, justify="left" if c in ("lab", "family") else "right")
+        for lab, f in sorted(fits.items()):
+            notice = sorted(f.notice_days)
+            t.add_row(lab, f.family, _fmt(float(f.median_days), 0), _fmt(float(f.empirical_median_days), 0),
+                      f"{f.n_lifetimes} ({f.n_censored})", _fmt(float(notice[len(notice) // 2]), 0) if notice else "-", str(len(notice)))
     else:
-        _fail(StackSimError(f"unknown catalog '{kind}'; valid: accelerators, models, providers, regions"))
+        _fail(StackSimError(f"unknown catalog '{kind}'; valid: accelerators, models, providers, regions, lifecycle"))
         return
     out_console.print(t)
 

@@ -323,6 +323,13 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
         summary["spend"]["agent_tools_usd"] = round(
             sum(t.calls * t.spec.usd_per_call for t in sim.agents.tools.values())
             + sum(v.queries * v.spec.usd_per_query for v in sim.agents.stores.values()), 6)
+    from stacksim.finops.spend import spend_section
+
+    summary["spend"] = spend_section(sim, df, serving, summary, tasks)
+    if sc.lifecycle is not None:
+        from stacksim.lifecycle.run import lifecycle_section
+
+        summary["deprecation_risk"] = lifecycle_section(sim, df)
     span_df = None
     if spans:
         from stacksim.agents.spans import spans_frame

@@ -126,19 +126,17 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
         except UnknownId as exc:
             problems.append(PathProblem(("pools", name, "accelerator"), exc.message()))
             continue
-        price = pool.price_usd_per_gpu_hour
-        basis = "scenario"
-        if price is None:
-            if acc.default_price_usd_per_gpu_hour is None:
-                problems.append(
-                    PathProblem(
-                        ("pools", name),
-                        f"no price for {acc.id} in the catalog ({acc.price_basis}); set price_usd_per_gpu_hour",
-                    )
-                )
-                continue
-            price = acc.default_price_usd_per_gpu_hour
-            basis = f"catalog default: {acc.price_basis}"
+        from stacksim.finops.pricing import PriceError, pool_price, providers
+
+        if pool.price_provider is not None and pool.price_provider.lower() not in {p.lower() for p in providers()}:
+            problems.append(PathProblem(("pools", name, "price_provider"),
+                                        f"no prices from '{pool.price_provider}' in the catalog; providers: {', '.join(providers())}"))
+            continue
+        try:
+            price, basis = pool_price(pool, acc)
+        except PriceError as exc:
+            problems.append(PathProblem(("pools", name), str(exc)))
+            continue
         rs.pools[name] = ResolvedPool(name, pool, acc, price, basis)
 
     used: dict[str, int] = {}

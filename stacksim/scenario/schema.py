@@ -17,9 +17,22 @@ from pydantic import Field, model_validator
 
 from stacksim.scenario.schema_base import Name, Strict
 from stacksim.scenario.schema_gateway import Gateway, PromptRepeats
+from stacksim.scenario.schema_lifecycle import Lifecycle
 from stacksim.scenario.schema_stack import Fault, ProviderEndpoint, Region, ResidencyClass
 
 # --------------------------------------------------------------------------- compute
+
+
+class Owned(Strict):
+    """Owned accelerators: the purchase amortised straight-line, plus power (at TDP, times PUE)."""
+
+    capex_usd_per_gpu: float = Field(gt=0, description="Purchase price per accelerator, including its share of the server.")
+    amortization_years: float = Field(default=4.0, gt=0, description="Straight-line depreciation period (an assumption; 3-5 years is usual).")
+    power_usd_per_kwh: float = Field(ge=0)
+    pue: float = Field(default=1.56, ge=1, description="Power usage effectiveness; default: the 2024 industry average "
+                       "(Uptime Institute Global Data Center Survey 2024, 1.56).")
+    power_draw_fraction: float = Field(default=1.0, gt=0, le=1, description="Mean draw as a share of TDP (1 = at TDP all the "
+                                       "time, an upper bound).")
 
 
 class Pool(Strict):
@@ -28,13 +41,27 @@ class Pool(Strict):
     accelerator: str = Field(description="Catalog id, e.g. h100-sxm (see `stacksim catalog`).")
     count: int = Field(ge=1, description="Number of accelerators (GPUs/chips) in the pool.")
     region: str = Field(default="us-east", description="A catalog region id or a key of regions:.")
-    purchase: Literal["on_demand", "spot"] = Field(default="on_demand", description="spot pools can be preempted (faults).")
+    purchase: Literal["on_demand", "reserved_1y", "reserved_3y", "spot", "owned"] = Field(
+        default="on_demand", description="How the capacity is bought: on demand, reserved for 1 or 3 years (paid whether "
+        "used or not), spot (cheaper; can be preempted, see faults), or owned (amortised purchase plus power).")
     price_usd_per_gpu_hour: float | None = Field(
         default=None,
         ge=0,
-        description="Price per accelerator-hour. Omitted: the catalog's median on-demand price "
-        "(shared/facts/gpu_prices.csv); the resolved scenario shows the value used.",
+        description="Price per accelerator-hour. Omitted: from the price catalog (shared/facts/gpu_prices.csv) for the "
+        "purchase type, price_provider and price_tier; the resolved scenario and summary show the value and its basis.",
     )
+    price_provider: str | None = Field(default=None, description="Price this pool at one provider's rows (AWS, Azure, GCP, "
+                                       "CoreWeave, Lambda, Nebius, RunPod, Hyperstack ...). Omitted: the median over providers.")
+    price_tier: Literal["hyperscaler", "neocloud"] | None = Field(default=None, description="Price at this tier's rows only.")
+    owned: Owned | None = Field(default=None, description="purchase: owned: what the accelerators cost to buy and to run.")
+
+    @model_validator(mode="after")
+    def _owned(self) -> Pool:
+        if self.purchase == "owned" and self.owned is None and self.price_usd_per_gpu_hour is None:
+            raise ValueError("purchase: owned needs owned: {capex_usd_per_gpu, power_usd_per_kwh} (or a price_usd_per_gpu_hour)")
+        if self.owned is not None and self.purchase != "owned":
+            raise ValueError(f"owned: applies to purchase: owned, not {self.purchase}")
+        return self
 
 
 # --------------------------------------------------------------------------- models
@@ -325,6 +352,11 @@ class Scenario(Strict):
     vector_stores: dict[Name, VectorStore] = Field(default_factory=dict, description="Retrieval indexes and long-term memory stores.")
     agents: dict[Name, Agent] = Field(default_factory=dict)
     fleets: dict[Name, Fleet] = Field(default_factory=dict, description="Agent tasks: arrivals of tasks for an agent.")
+    lifecycle: Lifecycle | None = Field(
+        default=None,
+        description="Deprecation risk: the chance each hosted model is retired by its provider within a planning "
+        "horizon, from the deprecation history (shared/facts/model_deprecations.csv) and fitted per-provider hazards.",
+    )
 
     @model_validator(mode="after")
     def _something_serves(self) -> Scenario:

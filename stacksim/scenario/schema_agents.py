@@ -95,6 +95,8 @@ class VectorStore(Strict):
                              description="Insert latency (an assumption: one HNSW insert plus a commit).")
     chunk_tokens: int = Field(default=400, ge=1, description="Tokens per retrieved chunk added to the context.")
     usd_per_query: float = Field(default=0.0, ge=0)
+    usd_per_month: float = Field(default=0.0, ge=0, description="The store's fixed price (managed pgvector at rivestack.io: "
+                                 "$15 Solo 2 vCPU, $59 Growth 4 vCPU, $99 Scale 8 vCPU per month).")
 
     @model_validator(mode="after")
     def _latency(self) -> VectorStore:

@@ -172,6 +172,7 @@ class Gateway(Strict):
     regions: list[str] = Field(default_factory=lambda: ["us-east"], min_length=1,
                                description="Regions with a gateway instance; a request enters the nearest one its residency allows.")
     instances_per_region: int = Field(default=1, ge=1)
+    instance_usd_per_hour: float = Field(default=0.0, ge=0, description="What one gateway instance costs to run (spend).")
     workers_per_instance: int = Field(default=4, ge=1, description="Requests a gateway instance processes at once "
                                       "(LiteLLM benchmark pods: 4 workers on 4 vCPUs, docs.litellm.ai/docs/benchmarks).")
     overhead: LatencyMs = Field(
