@@ -109,6 +109,38 @@ def knobs(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def finops_panels(s: dict[str, Any]) -> None:
+    """Month projection, spend by team and model, agent fleets, deprecation risk per route."""
+    sp = s["spend"]
+    mo = sp.get("monthly")
+    if mo:
+        c1, c2 = st.columns(2)
+        c1.markdown(f"**a month, projected: ${mo['total_usd']:,.0f}**")
+        c1.bar_chart(pd.Series({k.removesuffix("_usd"): v for k, v in mo.items() if k != "total_usd"}, name="USD / month"), height=220)
+        c1.caption(sp.get("monthly_basis", ""))
+        att = sp.get("attribution", {})
+        dim = c2.selectbox("spend of this run by", [d for d in ("team", "model", "provider", "workload", "tenant", "region") if d in att],
+                           key="spend_dim")
+        if dim:
+            c2.bar_chart(pd.Series({k: v["usd"] for k, v in att[dim].items()}, name="USD this run"), height=220)
+    a = s.get("agents")
+    if a:
+        st.markdown("**agent fleets**")
+        st.dataframe(pd.DataFrame({n: {"tasks": f["tasks"]["arrived"], "completed": f["tasks"]["completed"],
+                                       "latency p50 s": f["latency_s"]["p50"], "latency p90 s": f["latency_s"]["p90"],
+                                       "LLM calls / task": f["per_task"]["llm_calls"], "tokens in / task": f["per_task"]["input_tokens"],
+                                       "amplification": f["token_amplification"], "cached input": f["cached_input_share"]}
+                                   for n, f in a["fleets"].items()}).T)
+    dr = s.get("deprecation_risk")
+    if dr:
+        o = dr["overall"]
+        st.markdown(f"**deprecation risk {dr['start_date']} to {dr['horizon_end']}**: P(any hosted model retires) "
+                    f"{o['p_any_retirement']:.0%}, expected migration cost ${o['expected_migration_cost_usd']:,.0f}")
+        st.dataframe(pd.DataFrame({r: {"primary": v["primary"], "P(lose primary)": v.get("p_lose_primary"),
+                                       "P(lose all)": v.get("p_lose_all"), "replacement": v.get("replacement")}
+                                   for r, v in dr["routes"].items()}).T)
+
+
 def cdf_figure(df: pd.DataFrame, warm: float) -> plt.Figure:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     m = (df["status"] == "completed") & (df["arrival_s"] >= warm)
@@ -307,6 +339,7 @@ def main() -> None:
             for f in s.get("faults", []):
                 st.caption(f"fault {f['kind']} on {f['target']} {f['start_s']:g}-{f['end_s']:g} s: {f['requests_during']:,} requests during, "
                            f"{f['failed_during']:,} failed, {f['retried_during']:,} retried")
+            finops_panels(s)
             compare_side_by_side(s, seed)
             d1, d2, d3 = st.columns(3)
             d1.download_button("scenario YAML", text, file_name=Path(name).name, key="dl_yaml")

@@ -121,3 +121,16 @@ def test_gateway_scenarios_run_and_show_the_gateway() -> None:
         at.button(key="run").click().run()
         assert not at.exception, (name, at.exception)
         assert any("**gateway**" in m.value for m in at.markdown), name
+
+
+def test_spend_agents_and_deprecation_panels() -> None:
+    """A scenario with a lifecycle section shows the projected month, spend by a chosen dimension and the risk."""
+    at = app()
+    at.selectbox(key="scenario").select("starting-fresh-2026.yaml").run()
+    at.button(key="run").click().run()
+    assert not at.exception, at.exception
+    md = [m.value for m in at.markdown]
+    assert any(m.startswith("**a month, projected:") for m in md)
+    assert any(m.startswith("**deprecation risk") for m in md)
+    at.selectbox(key="spend_dim").select("provider").run()
+    assert not at.exception, at.exception
