@@ -1,7 +1,7 @@
 """Engine speed benchmark (not a test): prints wall seconds, simulated requests per wall second,
 peak memory, and the ratio to a bare SimPy timeout loop timed in the same process.
 
-    python benchmarks/bench_engine.py            # both cases: Azure trace hour, 1M x 64 replicas
+    python benchmarks/bench_engine.py            # every case: Azure trace hour, 1M x 64 replicas, gateway, agents
     python benchmarks/bench_engine.py --quick    # small versions, for a smoke check
 
 Each case runs in its own subprocess so that its peak memory is its own. Numba kernels are
@@ -22,6 +22,10 @@ HERE = Path(__file__).resolve().parent
 CASES = {
     "azure_conv_1h": HERE / "scenarios" / "azure_conv_1h.yaml",
     "synthetic_1m_64x": HERE / "scenarios" / "synthetic_1m_64x.yaml",
+    # The layers above the serving core: a gateway over hosted providers (one SimPy process per
+    # call) and agent fleets (one per task, their LLM calls made during the run).
+    "gateway_starting_fresh": HERE.parent / "scenarios" / "starting-fresh-2026.yaml",
+    "agents_2026": HERE.parent / "scenarios" / "agents-2026.yaml",
 }
 
 
@@ -46,10 +50,10 @@ def run_case(path: Path, quick: bool) -> dict[str, float | int | str]:
     from stacksim.engine.simulation import Simulation
     from stacksim.metrics.summary import build_result
 
-    overrides = {"horizon_s": 60.0} if quick else None
+    overrides = {"horizon_s": 60.0, "warmup_s": 0.0} if quick else None
     rs = load_scenario(path, overrides=overrides)
     # Warm the compiled kernels on a short slice of the same scenario.
-    Simulation(load_scenario(path, overrides={"horizon_s": 2.0})).run()
+    Simulation(load_scenario(path, overrides={"horizon_s": 2.0, "warmup_s": 0.0})).run()
     bare = bare_simpy_us_per_event()
     t0 = time.perf_counter()
     sim = Simulation(rs).run()

@@ -205,7 +205,8 @@ def test_provider_prompt_cache_bills_the_previous_prompt_at_the_cached_price() -
 
 
 def test_prompt_blocks_share_the_system_prompt_and_grow_with_the_context() -> None:
-    agents = {"a": {"model": "llama", "system_prompt_tokens": 64, "steps": [{"kind": "loop", "count": fixed(2), "steps": [llm(32, 16)]}]}}
+    B = BLOCK_TOKENS
+    agents = {"a": {"model": "llama", "system_prompt_tokens": 4 * B, "steps": [{"kind": "loop", "count": fixed(2), "steps": [llm(32, 16)]}]}}
     sc = scenario(agents, {"f": {"agent": "a", "arrival": {"kind": "deterministic", "rate_per_s": 1.0}, "max_tasks": 2}})
     rs = load_scenario_text(yaml.safe_dump(sc, sort_keys=False), "x.yaml")
     sim = Simulation(rs, seed=1)
@@ -215,14 +216,16 @@ def test_prompt_blocks_share_the_system_prompt_and_grow_with_the_context() -> No
 
     a = rs.scenario.agents["a"]
     c1, c2 = Ctx("a", 0, 1), Ctx("a", 0, 2)
-    b1, b2 = ag._blocks(a, c1, 96), ag._blocks(a, c2, 96)
-    shared = 64 // BLOCK_TOKENS
-    assert list(b1[:shared]) == list(b2[:shared]) and not set(b1[shared:]) & set(b2[shared:])
-    c1.pieces.append(48)
-    longer = ag._blocks(a, c1, 96 + 48 + 32)
-    assert list(longer[: len(b1)]) == list(b1)  # the next turn's prompt extends the previous one
+    b1, b2 = ag._blocks(a, c1, 6 * B), ag._blocks(a, c2, 6 * B)
+    assert len(b1) == 6 and len(set(b1)) == 6
+    assert list(b1[:4]) == list(b2[:4]) and not set(b1[4:]) & set(b2[4:])  # shared system prompt, own context
+    c1.pieces.append(3 * B)
+    longer = ag._blocks(a, c1, 9 * B + 5)
+    assert len(longer) == 9 and list(longer[: len(b1)]) == list(b1)  # the next turn's prompt extends the previous one
     c1.epoch += 1
-    assert list(ag._blocks(a, c1, 96)[shared:]) != list(b1[shared:])  # a rewritten context is a new prefix
+    rewritten = ag._blocks(a, c1, 6 * B)
+    assert list(rewritten[:4]) == list(b1[:4]) and not set(rewritten[4:]) & set(b1[4:])  # a rewritten context is a new prefix
+    assert (b1 >= 0).all()
 
 
 # --------------------------------------------------------------------------- sub-agents
