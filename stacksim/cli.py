@@ -112,7 +112,10 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
         d.add_row(
             name,
             f"{dep['model']} {dep['precision']}",
-            f"{dep['replicas']}x{dep['gpus'] // dep['replicas']} {dep['accelerator']}",
+            # Autoscaled: its bounds and mean replicas held (it may start, or sit, at zero).
+            (f"{dep['autoscaling']['min_replicas']}-{dep['autoscaling']['max_replicas']}"
+             f" (mean {dep['autoscaling']['mean_replicas']:.1f})" if "autoscaling" in dep else f"{dep['replicas']}")
+            + f"x{dep['tensor_parallel'] * dep['pipeline_parallel']} {dep['accelerator']}",
             f"{dep['utilisation']:.0%}",
             f"{dep['mean_queue']:.1f}",
             f"{dep['mean_running']:.1f}",
@@ -332,8 +335,10 @@ def validate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file."
     out_console.print(f"[green]OK[/] {scenario}: scenario '{rs.scenario.name}'")
     for name, rd in rs.deployments.items():
         p = rd.plan
+        a = rd.spec.autoscaling
+        n_rep = f"{rd.spec.replicas} (autoscaling {a.min_replicas}-{a.max_replicas})" if a else f"{rd.spec.replicas}"
         out_console.print(
-            f"  {name}: {rd.model.id} {rd.spec.precision} on {rd.spec.replicas} x "
+            f"  {name}: {rd.model.id} {rd.spec.precision} on {n_rep} x "
             f"{p.gpus_per_replica} {rd.pool.accelerator.id}; per GPU {p.weights_per_gpu_gb:.1f} GiB weights, "
             f"{p.kv_per_gpu_gb:.1f} GiB KV = {p.kv_capacity_tokens:,} tokens per replica"
         )

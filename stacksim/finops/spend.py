@@ -3,7 +3,10 @@ monthly projection, and who spent it.
 
 - Accelerators: every pool's accelerators for the run at its price (purchase type and basis in
   ``pricing.py``); reserved and owned capacity is paid whether used or not, so idle capacity is
-  reported: accelerators no deployment uses, and the unbusy share of those in use.
+  reported: accelerators no deployment uses, and the unbusy share of those in use. An on-demand
+  or spot pool whose deployments all autoscale pays only the replica-hours they held (from
+  provisioning start to release; ``serving/autoscale.py``), and its idle cost is the unbusy share
+  of those; an autoscaled deployment's own spend is its replica-hours on any pool.
 - Per use: API tokens at each provider's price with regional uplift and cached-input pricing
   (the gateway), egress between regions, tools and vector-store queries (agents).
 - Fixed services: vector stores' monthly price, gateway instances' hourly price.
@@ -131,15 +134,23 @@ def spend_section(sim: Simulation, df: pd.DataFrame, serving: pd.DataFrame, summ
     for name, rp in rs.pools.items():
         p = summary["pools"][name]
         month = rp.spec.count * rp.price_usd_per_gpu_hour * HOURS_PER_MONTH
+        # An on-demand or spot pool whose deployments all autoscale pays only the replica-hours
+        # held (metrics/summary.py): its month is the run's rate, and GPUs it does not hold cost
+        # nothing. Reserved and owned pools are paid in full whether used or not.
+        elastic = p.get("billing") == "allocated_replica_hours"
+        if elastic:
+            month = p["spend_usd"] / hours * HOURS_PER_MONTH
         gpu_month += month
-        unused = (rp.spec.count - p["gpus_used"]) * rp.price_usd_per_gpu_hour * hours
-        unbusy = p["gpus_used"] * rp.price_usd_per_gpu_hour * hours * (1.0 - min(p["utilisation"] * rp.spec.count / max(p["gpus_used"], 1), 1.0))
+        unused = 0.0 if elastic else (rp.spec.count - p["gpus_used"]) * rp.price_usd_per_gpu_hour * hours
+        # gpus_used is a mean (a float) when autoscaled deployments use the pool, possibly below 1.
+        unbusy = p["gpus_used"] * rp.price_usd_per_gpu_hour * hours * (1.0 - min(p["utilisation"] * rp.spec.count / (p["gpus_used"] or 1), 1.0))
         idle_run += unused + unbusy
         entry = {
             "purchase": rp.spec.purchase, "usd_per_gpu_hour": round(rp.price_usd_per_gpu_hour, 6), "price_basis": rp.price_basis,
             "run_usd": p["spend_usd"], "month_usd": round(month, 2),
             "idle_run_usd": round(unused + unbusy, 6),
             "committed": rp.spec.purchase in ("reserved_1y", "reserved_3y", "owned"),
+            "billing": p.get("billing", "whole_pool"),
         }
         if rp.spec.purchase == "owned":
             capex, power = owned_split(rp.spec, rp.accelerator)
@@ -193,7 +204,8 @@ def spend_section(sim: Simulation, df: pd.DataFrame, serving: pd.DataFrame, summ
                 "idle_gpu_usd": round(idle_run, 6)},
         "monthly": monthly,
         "monthly_basis": f"accelerators and fixed services at their rate for {HOURS_PER_MONTH:g} h (reserved and owned paid "
-        f"whether used or not); per-use costs (API, egress, tools) x {scale:.4g}, as if the simulated {hours:.4g} h of traffic "
+        "whether used or not; on-demand and spot pools whose deployments all autoscale at the run's replica-hour rate); "
+        f"per-use costs (API, egress, tools) x {scale:.4g}, as if the simulated {hours:.4g} h of traffic "
         "went on all month" + (f"; API spend of {', '.join(capped)} capped at its budget per duration" if capped else ""),
         "pools": pools,
         "attribution": attribution,

@@ -14,6 +14,10 @@ from stacksim.kernels import cost as K
 
 
 def step_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_ctx_sum, n_logits):
+    return iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_ctx_sum, decode_ctx_sum, n_logits)
+
+
+def iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_pairs, decode_kv_read, n_logits):
     tokens = n_prefill_tokens + n_decode
     if tokens <= 0:
         return 0.0
@@ -43,8 +47,8 @@ def step_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, de
             )
         if n_decode > 0:
             total += max(
-                p[K.ATTN_FLOPS_PER_PAIR] * decode_ctx_sum * u / (peak * p[K.EFF_ATTN]),
-                p[K.KV_BYTES_PER_TOKEN] * decode_ctx_sum * u / bw,
+                p[K.ATTN_FLOPS_PER_PAIR] * decode_pairs * u / (peak * p[K.EFF_ATTN]),
+                p[K.KV_BYTES_PER_TOKEN] * decode_kv_read * u / bw,
             )
     tp = p[K.TP]
     if tp > 1:
@@ -79,6 +83,96 @@ def max_iterations(ctx, rem, n, free_blocks, block_size, cap):
             break
         best = j
     return best
+
+
+# ---------------------------------------------------------------- speculative decoding
+
+
+def spec_tokens(s0: int, j: int, e: float) -> int:
+    """Tokens per sequence in speculative steps s0 .. s0+j-1: one step at a time."""
+    total = 0
+    for s in range(s0, s0 + j):
+        total += math.floor((s + 1) * e) - math.floor(s * e)
+    return total
+
+
+def spec_step_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_ctx_sum, n_logits):
+    """Verification of k+1 positions per sequence, written query by query, then the proposer's
+    passes one at a time."""
+    k = int(p[K.SPEC_K])
+    queries = 0.0
+    pairs = 0.0
+    logits = n_logits
+    for i in range(k + 1):  # position i of every decoding sequence sees its context plus i drafts
+        queries += n_decode
+        pairs += decode_ctx_sum + i * n_decode
+        if i > 0:
+            logits += n_decode
+    t = iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, queries, pairs, decode_ctx_sum, logits)
+    if p[K.SPEC_PROPOSER] > 0:
+        d = np.asarray(p[K.PROPOSER : K.PROPOSER + K.N_STEP_PARAMS])
+        for i in range(k):
+            if i == 0:
+                t += step_time(d, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_ctx_sum, n_decode)
+            else:
+                t += step_time(d, 0, 0, 0, n_decode, decode_ctx_sum + i * n_decode, n_decode)
+    return t
+
+
+def spec_stretch_times(p, n_decode, ctx_sum0, k, s0, e):
+    out = []
+    t = 0.0
+    ctx = ctx_sum0
+    for i in range(k):
+        t += spec_step_time(p, 0, 0, 0, n_decode, ctx, n_decode)
+        out.append(t)
+        ctx += n_decode * spec_tokens(s0 + i, 1, e)
+    return np.array(out)
+
+
+def spec_max_iterations(ctx, rem, n, free_blocks, block_size, cap, s0, e):
+    """Step by step: stop after the step in which a sequence emits its last token, at ``cap``,
+    or before a step whose blocks do not fit."""
+    best = 0
+    for j in range(1, cap + 1):
+        t = spec_tokens(s0, j, e)
+        need = sum(blocks_for(int(c) + min(t, int(r)), block_size) - blocks_for(int(c), block_size)
+                   for c, r in zip(ctx[:n], rem[:n]))
+        if need > free_blocks:
+            break
+        best = j
+        if any(t >= int(r) for r in rem[:n]):
+            break
+    return best
+
+
+def commit_spec(ctx, rem, n, j, block_size, hist, cum, tally, s0, e):
+    """Token by token: every step, every sequence emits its tokens one at a time (each a gap of
+    the step's duration over the tokens it emitted in that step). Returns (blocks, finished slots,
+    tokens added); updates ``ctx``, ``rem`` and ``hist`` in place."""
+    blocks = 0
+    added = 0
+    finished = []
+    prev = 0.0
+    for i in range(j):
+        d = cum[i] - prev
+        prev = cum[i]
+        g = spec_tokens(s0 + i, 1, e)
+        for s in range(n):
+            emitted = 0
+            for _ in range(g):
+                if rem[s] <= 0:
+                    break
+                blocks += blocks_for(int(ctx[s]) + 1, block_size) - blocks_for(int(ctx[s]), block_size)
+                ctx[s] += 1
+                rem[s] -= 1
+                emitted += 1
+                added += 1
+            if tally and emitted:
+                hist[hist_index(d / emitted)] += emitted
+            if emitted and rem[s] == 0:
+                finished.append(s)
+    return blocks, finished, added
 
 
 def hist_index(x: float) -> int:

@@ -16,10 +16,14 @@ Layout of ``summary.json`` (all latencies in milliseconds, all money in US dolla
 - ``deployments.<name>``: model, accelerator, shape, memory plan, utilisation (busy fraction of
   replica-time), mean/peak queue, running batch and KV occupancy, preemptions, iterations,
   request counts and latency, GPU spend, ``prefix_cache`` (prompt and cached tokens of the
-  requests it admitted, token-weighted hit rate, blocks evicted; see serving/prefix_cache.py)
-- ``pools.<name>``: accelerator, count, gpus_used, price, spend_usd, idle_spend_usd,
-  utilisation (busy GPU-time over all the pool's GPU-time: idle GPUs count as 0), mean_queue
-  (requests waiting in the pool's replicas, summed)
+  requests it admitted, token-weighted hit rate, blocks evicted; see serving/prefix_cache.py);
+  with autoscaling, ``autoscaling`` (replicas over time, replica-hours, provisioning charged,
+  scale events, cold starts; serving/autoscale.py), spend from the replica-hours held, and
+  utilisation and levels over the replicas loaded, not over every slot
+- ``pools.<name>``: accelerator, count, gpus_used, price, spend_usd, idle_spend_usd, billing
+  (``whole_pool``, or ``allocated_replica_hours`` for an on-demand or spot pool whose deployments
+  all autoscale), utilisation (busy GPU-time over all the pool's GPU-time: idle GPUs count as 0),
+  mean_queue (requests waiting in the pool's replicas, summed)
 - ``spend``: gpu_usd (the run), gpu_usd_per_hour, gpu_usd_per_month (x 730 h, the run's rate held
   for a month), basis
 """
@@ -174,7 +178,8 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
         slo["attainment_all"] = round(float(ok.mean()), 6) if att else None
     hours = end / 3600.0
     deployments: dict[str, Any] = {}
-    pools_used: dict[str, int] = {}
+    pools_used: dict[str, float] = {}
+    elastic_deps: dict[str, list[bool]] = {}  # pool -> whether each deployment on it autoscales
     pool_busy: dict[str, float] = {}
     pool_queue: dict[str, float] = {}
     for name, dep in sim.deployments.items():
@@ -185,10 +190,25 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
         busy = [r.levels.mean("busy", 0.0, end) for r in reps] if end > 0 else [0.0]
         ts = _dep_timeseries(dep, end)
         spend = rd.gpus * hours * rd.pool.price_usd_per_gpu_hour
-        pools_used[rd.pool.name] = pools_used.get(rd.pool.name, 0) + rd.gpus
+        util = float(np.mean(busy))
+        asc = dep.autoscaler
+        auto = None
+        if asc is not None:
+            # Autoscaled: billed for the replica-hours held (provisioning included), and its
+            # utilisation is busy time over the time replicas were loaded, so slots that were
+            # never (or seldom) in service do not dilute it. Pools see its mean GPUs held.
+            auto = asc.summary(end, rd.pool.price_usd_per_gpu_hour)
+            spend = auto["spend_usd"]
+            loaded_s = asc.integral(end)[1]
+            util = float(np.sum(busy)) * end / loaded_s if loaded_s > 0 else 0.0
+            elastic_deps.setdefault(rd.pool.name, []).append(True)
+        else:
+            elastic_deps.setdefault(rd.pool.name, []).append(False)
+        pools_used[rd.pool.name] = pools_used.get(rd.pool.name, 0) + (rd.gpus if auto is None else auto["mean_gpus"])
         # Per pool: GPU-time busy (each replica's busy fraction x its GPUs), queue summed.
         pool_busy[rd.pool.name] = pool_busy.get(rd.pool.name, 0.0) + float(np.sum(busy)) * rd.gpus / len(reps)
-        pool_queue[rd.pool.name] = pool_queue.get(rd.pool.name, 0.0) + (float(ts["waiting"].mean()) * len(reps) if len(ts) else 0.0)
+        n_rep = ts["replicas"] if "replicas" in ts else len(reps)  # autoscaled: replicas loaded per bin
+        pool_queue[rd.pool.name] = pool_queue.get(rd.pool.name, 0.0) + (float((ts["waiting"] * n_rep).mean()) if len(ts) else 0.0)
         deployments[name] = {
             "model": rd.model.id,
             "pool": rd.pool.name,
@@ -207,7 +227,7 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
             "kv_blocks_per_replica": rd.plan.num_blocks,
             "kv_capacity_tokens_per_replica": rd.plan.kv_capacity_tokens,
             "max_model_len": rd.max_model_len,
-            "utilisation": round(float(np.mean(busy)), 6),
+            "utilisation": round(util, 6),
             "mean_queue": round(float(ts["waiting"].mean()) if len(ts) else 0.0, 4),
             "peak_queue": max((r.levels.peak("waiting") for r in reps), default=0.0),
             "mean_running": round(float(ts["running"].mean()) if len(ts) else 0.0, 4),
@@ -231,21 +251,29 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
             | {"itl": hist_stats_ms(dep.itl_hist)},
             "spend_usd": round(spend, 6),
         }
+        if auto is not None:
+            deployments[name]["autoscaling"] = auto
     pools: dict[str, Any] = {}
     total_spend = 0.0
     for name, rp in rs.pools.items():
         spend = rp.spec.count * hours * rp.price_usd_per_gpu_hour
         used = pools_used.get(name, 0)
+        # Bought by the hour (on demand, spot) and every deployment on it autoscales: only the
+        # replica-hours allocated are paid; reserved and owned pools are paid whether used or not.
+        elastic = rp.spec.purchase in ("on_demand", "spot") and bool(elastic_deps.get(name)) and all(elastic_deps[name])
+        if elastic:
+            spend = sum(d["spend_usd"] for d in deployments.values() if d["pool"] == name)
         total_spend += spend
         pools[name] = {
             "accelerator": rp.accelerator.id,
             "region": rp.spec.region,
             "count": rp.spec.count,
-            "gpus_used": used,
+            "gpus_used": used if isinstance(used, int) else round(used, 6),  # autoscaled: mean GPUs held
             "price_usd_per_gpu_hour": rp.price_usd_per_gpu_hour,
             "price_basis": rp.price_basis,
             "spend_usd": round(spend, 6),
-            "idle_spend_usd": round((rp.spec.count - used) * hours * rp.price_usd_per_gpu_hour, 6),
+            "idle_spend_usd": 0.0 if elastic else round((rp.spec.count - used) * hours * rp.price_usd_per_gpu_hour, 6),
+            "billing": "allocated_replica_hours" if elastic else "whole_pool",
             "utilisation": round(pool_busy.get(name, 0.0) / rp.spec.count, 6),
             "mean_queue": round(pool_queue.get(name, 0.0), 4),
         }
@@ -299,8 +327,11 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
             "gpu_usd": round(total_spend, 6),
             "gpu_usd_per_hour": round(rate, 6),
             "gpu_usd_per_month": round(rate * HOURS_PER_MONTH, 4),
-            "basis": "every accelerator in every pool billed for the simulated time at its pool price; "
-            f"month = {HOURS_PER_MONTH:g} h at the same rate",
+            "basis": "every accelerator in every pool billed for the simulated time at its pool price"
+            + ("" if not any(p["billing"] == "allocated_replica_hours" for p in pools.values()) else
+               ", except on-demand and spot pools whose deployments all autoscale: those pay only the replica-hours held "
+               "(from provisioning start to release)")
+            + f"; month = {HOURS_PER_MONTH:g} h at the same rate",
         },
     }
     if sim.gateway is not None:
@@ -356,18 +387,26 @@ def mean_in_system(arrival: np.ndarray, finish: np.ndarray, t0: float, t1: float
 
 
 def _dep_timeseries(dep: Any, end: float) -> pd.DataFrame:
-    """Per-bin levels averaged over a deployment's replicas."""
+    """Per-bin levels averaged over a deployment's replicas (autoscaled: over the replicas loaded
+    in each bin, with their time-weighted count in a ``replicas`` column)."""
     reps = dep.replicas
     names = ("waiting", "running", "kv_used", "busy")
     width = reps[0].levels.width
     n_bins = int(np.ceil(end / width)) if end > 0 else 0
     data: dict[str, np.ndarray] = {"t_s": (np.arange(n_bins) + 0.5) * width}
+    asc = getattr(dep, "autoscaler", None)
+    count: np.ndarray | float = float(len(reps))
+    if asc is not None:
+        count = asc.per_bin(width, n_bins, end)
     for nm in names:
         acc = np.zeros(n_bins)
         for r in reps:
             s = r.levels.series(nm)[:n_bins]  # closed at `end`, so every replica has n_bins
             acc[: len(s)] += s
-        data[nm] = acc / len(reps)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            data[nm] = np.where(count > 0, acc / count, 0.0) if asc is not None else acc / count
+    if asc is not None:
+        data["replicas"] = count
     return pd.DataFrame(data)
 
 

@@ -88,8 +88,10 @@ def write_plots(result: Result, out: Path) -> list[Path]:
                 ax.axvspan(0, warm, color="grey", alpha=0.12)
         axes[-1].set_xlabel("simulated time (s); grey = warm-up")
         d = result.summary["deployments"][name]
+        a = d.get("autoscaling")  # autoscaled: replicas vary (and may start at 0)
+        n_rep = f"{a['min_replicas']}-{a['max_replicas']} (autoscaled)" if a else d["replicas"]
         fig.suptitle(
-            f"deployment '{name}': {d['model']} on {d['replicas']} x {d['gpus'] // d['replicas']} {d['accelerator']} "
+            f"deployment '{name}': {d['model']} on {n_rep} x {d['tensor_parallel'] * d['pipeline_parallel']} {d['accelerator']} "
             f"({d['precision']}), mean over replicas"
         )
         fig.tight_layout()

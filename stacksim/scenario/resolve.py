@@ -18,7 +18,14 @@ from stacksim.gateway.plan import GatewayPlan
 from stacksim.network import RegionMap
 from stacksim.scenario import schema as S
 from stacksim.serving.core import ADMIT_WATERMARK
-from stacksim.serving.costmodel import DoesNotFit, MemoryPlan, cost_params, memory_plan
+from stacksim.serving.costmodel import (
+    DoesNotFit,
+    MemoryPlan,
+    SpeculationError,
+    cost_params,
+    memory_plan,
+    speculation,
+)
 from stacksim.workload.traces import TraceFormatError, load_trace
 
 FieldPath = tuple[str | int, ...]
@@ -50,8 +57,16 @@ class ResolvedDeployment:
     max_model_len: int
 
     @property
+    def slots(self) -> int:
+        """Replica objects the run builds: the fixed count, or max_replicas when autoscaling
+        (inactive ones hold no accelerators; serving/autoscale.py)."""
+        a = self.spec.autoscaling
+        return self.spec.replicas if a is None else a.max_replicas
+
+    @property
     def gpus(self) -> int:
-        return self.spec.replicas * self.spec.tensor_parallel * self.spec.pipeline_parallel
+        """Accelerators of the pool this deployment needs: all its slots' (max_replicas when autoscaling)."""
+        return self.slots * self.spec.tensor_parallel * self.spec.pipeline_parallel
 
 
 @dataclass
@@ -163,7 +178,8 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
         if pp > model.num_layers:
             problems.append(PathProblem(where + ("pipeline_parallel",), f"{model.id} has only {model.num_layers} layers"))
             continue
-        used[dep.pool] = used.get(dep.pool, 0) + dep.replicas * tp * pp
+        # An autoscaled deployment may grow to max_replicas: the pool must hold that many.
+        used[dep.pool] = used.get(dep.pool, 0) + (dep.autoscaling.max_replicas if dep.autoscaling else dep.replicas) * tp * pp
         eng = dep.engine
         if eng.max_num_batched_tokens < eng.max_num_seqs:
             problems.append(
@@ -173,10 +189,25 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
                 )
             )
             continue
+        specdec = None
+        if eng.speculative is not None:  # the proposer's memory and cost (serving/costmodel.speculation)
+            sp = eng.speculative
+            draft = None
+            if sp.draft_model is not None:
+                draft = _model(sc, sp.draft_model, where + ("engine", "speculative", "draft_model"), problems)
+                if draft is None:
+                    continue
+            try:
+                specdec = speculation(sp.method, sp.num_speculative_tokens, sp.acceptance_rate, model, draft, tp, pp,
+                                      eng.max_model_len or model.max_context)
+            except SpeculationError as exc:
+                problems.append(PathProblem(where + exc.path, str(exc)))
+                continue
         try:
             plan = memory_plan(
                 model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype, eng.block_size,
                 eng.gpu_memory_utilization, eng.max_num_batched_tokens, eng.max_num_seqs, eng.runtime_overhead_gb,
+                spec=specdec,
             )
         except DoesNotFit as exc:
             problems.append(PathProblem(where, str(exc)))
@@ -213,14 +244,16 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
                 )
             )
             continue
-        params = cost_params(model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype, eng.cost_model, eng.kind)
+        params = cost_params(model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype, eng.cost_model, eng.kind,
+                             spec=specdec)
         rs.deployments[name] = ResolvedDeployment(name, dep, model, pool, plan, params, mml)
 
     for pname, n in used.items():
         have = sc.pools[pname].count
         if n > have:
             users = [
-                f"{d} ({x.replicas} x tp{x.tensor_parallel} x pp{x.pipeline_parallel})"
+                f"{d} ({x.replicas if x.autoscaling is None else f'autoscaling.max_replicas {x.autoscaling.max_replicas}'}"
+                f" x tp{x.tensor_parallel} x pp{x.pipeline_parallel})"
                 for d, x in sc.deployments.items()
                 if x.pool == pname
             ]

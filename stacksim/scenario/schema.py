@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from stacksim.scenario.schema_base import Name, Strict
 from stacksim.scenario.schema_gateway import Gateway, PromptRepeats
@@ -103,6 +103,37 @@ class ModelSpec(Strict):
 # --------------------------------------------------------------------------- serving
 
 
+class Speculative(Strict):
+    """Speculative decoding (vLLM's speculative_config: method, num_speculative_tokens, model).
+
+    Each decode step proposes k tokens and the target verifies them in one pass; with per-token
+    acceptance a a step emits (1 - a^(k+1)) / (1 - a) tokens per sequence on average (Leviathan
+    et al., ICML 2023, eq. 1)."""
+
+    method: Literal["draft_model", "mtp", "ngram"] = Field(
+        description="draft_model: a smaller model proposes (k forward passes per step); mtp: the model's own "
+        "multi-token-prediction layer (DeepSeek-V3 style, one extra layer per proposed token); ngram: prompt lookup "
+        "(no model, negligible compute).")
+    num_speculative_tokens: int = Field(ge=1, description="k, tokens proposed per step (vLLM num_speculative_tokens).")
+    acceptance_rate: float = Field(
+        ge=0, lt=1, description="a, the probability that each proposed token is accepted (measured on your traffic; "
+        "EAGLE reports ~0.8 on chat, DeepSeek-V3 85-90% for its MTP's second token).")
+    draft_model: str | None = Field(
+        default=None, validate_default=True, description="method draft_model: the proposer, a key of `models:` or a "
+        "catalog model id sharing the target's tokenizer (vLLM speculative_config.model).")
+
+    @field_validator("draft_model")
+    @classmethod
+    def _draft_for_draft_model(cls, v: str | None, info: ValidationInfo) -> str | None:
+        method = info.data.get("method")
+        if method == "draft_model" and v is None:
+            raise ValueError("method draft_model needs draft_model: a key of models: or a catalog model id "
+                             "(e.g. llama-3.2-3b for a Llama-3.1 target)")
+        if method in ("mtp", "ngram") and v is not None:
+            raise ValueError(f"draft_model applies to method: draft_model only; method {method} has no draft model")
+        return v
+
+
 class VllmEngine(Strict):
     """vLLM-style continuous batching. Defaults are vLLM's (EngineArgs, v0.6-v0.8 docs)."""
 
@@ -138,6 +169,7 @@ class VllmEngine(Strict):
         description="Memory outside weights, activations and KV per GPU: CUDA context, CUDA graphs, "
         "NCCL buffers (vLLM start-up logs typically show 0.5-2 GiB).",
     )
+    speculative: Speculative | None = Field(default=None, description="Speculative decoding; omitted: none.")
 
 
 Engine = Annotated[VllmEngine, Field(discriminator="kind")]
@@ -166,17 +198,110 @@ LoadBalancer = Annotated[
 ]
 
 
+class QueueDepthMetric(Strict):
+    """Requests waiting (not yet admitted) per replica, vLLM's `num_requests_waiting`, as an
+    average-value target: desired replicas = ceil(waiting in the deployment / target), the HPA's
+    rule for an External metric with an AverageValue target. Requests held for a cold start and
+    the shared queue count as waiting."""
+
+    kind: Literal["queue_depth"]
+    target_per_replica: float = Field(gt=0, description="Waiting requests per replica to aim for.")
+
+
+class ConcurrencyMetric(Strict):
+    """Requests in flight (running and waiting) per replica, the metric Knative's autoscaler scales
+    on by default: desired replicas = ceil(in flight in the deployment / target). Unlike queue
+    depth it does not fall to zero while replicas are busy, so it does not shed replicas that are
+    keeping the queue empty."""
+
+    kind: Literal["concurrency"]
+    target_per_replica: float = Field(gt=0, description="Requests in flight per replica to aim for.")
+
+
+class KvCacheMetric(Strict):
+    """Share of KV blocks in use, averaged over serving replicas (vLLM's `gpu_cache_usage_perc`):
+    desired replicas = ceil(serving x mean use / target), the HPA's utilisation rule."""
+
+    kind: Literal["kv_cache"]
+    target_used: float = Field(gt=0, le=1, description="KV-cache use to aim for, 0-1.")
+
+
+class LatencyMetric(Strict):
+    """A latency percentile of the requests that got their first token (`ttft`) or finished
+    (`e2e`) in the last `window_s`: desired replicas = ceil(serving x percentile / target). With no
+    request in the window the metric gives no signal (an idle deployment still scales down)."""
+
+    kind: Literal["latency"]
+    of: Literal["ttft", "e2e"] = Field(default="ttft", description="Which latency.")
+    percentile: float = Field(gt=0, lt=100, description="e.g. 95 for p95.")
+    target_ms: float = Field(gt=0)
+    window_s: float = Field(default=60.0, gt=0, description="How far back the samples go; default 60 s, Knative's "
+                            "autoscaler stable window (knative.dev, Configuring the autoscaler: stable-window).")
+
+
+AutoscalingMetric = Annotated[QueueDepthMetric | ConcurrencyMetric | KvCacheMetric | LatencyMetric, Field(discriminator="kind")]
+
+
+class Autoscaling(Strict):
+    """Replicas added and removed on a metric, as the Kubernetes Horizontal Pod Autoscaler does
+    (defaults from kubernetes.io, "Horizontal Pod Autoscaling" and the autoscaling/v2 API
+    reference); min_replicas 0 scales to zero, and a request that finds no replica waits for a cold
+    start (KEDA / Knative behaviour). A new replica serves after provisioning_s + model_load_s."""
+
+    min_replicas: int = Field(default=1, ge=0, description="Fewest replicas (HPA default 1); 0 allows scale to zero.")
+    max_replicas: int = Field(ge=1, description="Most replicas; the pool must hold max_replicas x tensor_parallel x "
+                              "pipeline_parallel accelerators.")
+    metric: AutoscalingMetric
+    evaluation_interval_s: float = Field(default=15.0, gt=0, description="How often the metric is read and replicas "
+                                         "decided (HPA --horizontal-pod-autoscaler-sync-period, default 15 s).")
+    tolerance: float = Field(default=0.1, ge=0, description="No change while |metric / target - 1| <= tolerance "
+                             "(HPA --horizontal-pod-autoscaler-tolerance, default 0.1).")
+    scale_up_stabilization_s: float = Field(default=0.0, ge=0, description="Scale up to the lowest recommendation of "
+                                            "this window (HPA behavior.scaleUp default 0: no stabilisation).")
+    scale_down_stabilization_s: float = Field(default=300.0, ge=0, description="Scale down only to the highest "
+                                              "recommendation of this window (HPA behavior.scaleDown default 300 s).")
+    provisioning_s: float = Field(ge=0, description="From the decision to add a replica until its accelerators are "
+                                  "acquired and its node and container are up (cloud GPU VMs take minutes; an already "
+                                  "running node pool only the pod start). Charged: billing starts here.")
+    model_load_s: float | None = Field(default=None, ge=0, description="Loading the weights (and engine start-up) after "
+                                       "provisioning. Omitted: the replica's weight bytes / load_gb_per_s.")
+    load_gb_per_s: float = Field(default=2.0, gt=0, description="Read rate of the weights when model_load_s is omitted, "
+                                 "GB/s (1e9 bytes). Default 2: NVIDIA's Run:ai Model Streamer benchmark loaded "
+                                 "Llama-3-8B (~15 GB) from an AWS io2 SSD in 7.53 s (developer.nvidia.com, \"Reducing "
+                                 "Cold Start Latency for LLM Inference with NVIDIA Run:ai Model Streamer\"); vLLM's "
+                                 "default safetensors loader from gp3 took 47.99 s there (~0.3 GB/s).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+        return self
+
+
 class Deployment(Strict):
     """A model served by replicas on a pool."""
 
     model: str = Field(description="A key of `models:` or a catalog model id.")
     pool: str = Field(description="A key of `pools:`.")
-    replicas: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=0, description="Engine instances (with autoscaling: the starting count, "
+                          "between min_replicas and max_replicas; 0 only with autoscaling).")
     tensor_parallel: int = Field(default=1, ge=1)
     pipeline_parallel: int = Field(default=1, ge=1)
     precision: Literal["bf16", "fp16", "fp8", "int8", "int4_awq", "int4_gptq", "fp4", "mxfp4", "nvfp4"] = "bf16"
     engine: Engine = Field(default_factory=VllmEngine, description="Serving engine settings; kind defaults to vllm.")
     load_balancer: LoadBalancer = Field(default_factory=lambda: RoundRobin(kind="round_robin"))
+    autoscaling: Autoscaling | None = Field(default=None, description="Add and remove replicas on a metric "
+                                            "(serving/autoscale.py). Omitted: a fixed count of replicas.")
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> Deployment:
+        a = self.autoscaling
+        if a is None and self.replicas < 1:
+            raise ValueError("replicas: 0 needs autoscaling (with min_replicas: 0, scale to zero); otherwise give at least 1")
+        if a is not None and not a.min_replicas <= self.replicas <= a.max_replicas:
+            raise ValueError(f"replicas ({self.replicas}, the starting count) must be between autoscaling.min_replicas "
+                             f"({a.min_replicas}) and autoscaling.max_replicas ({a.max_replicas})")
+        return self
 
     @model_validator(mode="before")
     @classmethod

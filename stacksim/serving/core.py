@@ -17,6 +17,13 @@ with a hit) into ``I`` and the replica replays them after each call; when a requ
 no current lookup, ``plan`` returns ``NEED_LOOKUP`` before changing anything, the replica looks
 the request up and calls ``plan`` again. A dry run of the admission loop finds that request
 first, so a lookup happens once per admission, not once per step.
+
+Speculative decoding (``engine.speculative``; the slots ``K.SPEC_*`` of the parameter vector)
+changes three things, and only when it is on: a decode step costs :func:`K.spec_step_time`
+(verification of k+1 positions plus the proposer), takes k+1 tokens of the step's token budget
+per decoding sequence (vLLM V1 counts the speculative tokens), and emits ``K.spec_tokens`` tokens
+per sequence (the expectation E of Leviathan et al.'s eq. 1, rounded step by step; capped at a
+request's last token). Without it every branch below takes the path it took before.
 """
 
 from __future__ import annotations
@@ -80,6 +87,8 @@ CACHE_VER = 22  # the prefix cache's version (a lookup stamped with it is curren
 NEED = 23  # the request whose lookup plan() asks for
 MIN_FREE = 24  # fewest free KV blocks since the last logged event (evictions happen there)
 EV_N = 25  # prefix-cache events logged since the replica last replayed them
+SPEC = 26  # speculative decoding: proposed tokens per step k (0: off), copied from p by plan()
+SPEC_S = 27  # speculative decode steps taken so far (K.spec_tokens rounds E step by step from it)
 IO = 32  # first array offset
 MODE_NONE, MODE_STEP, MODE_STRETCH = 0, 1, 2
 NEED_LOOKUP = -4.0  # plan(): look up I[NEED] in the prefix cache, then call plan again
@@ -90,6 +99,7 @@ STEP_DUR = 1
 BUSY_S = 2
 ITL_FROM = 3
 LV = 4  # level state: K.LEVEL_STATE values (see kernels.cost.level_set)
+SPEC_E = 14  # speculative decoding: expected tokens per sequence per step, copied from p by plan()
 FO = 16  # first array offset
 
 PF_FIELDS = 6  # rid, done, target, generated, seq, chunk
@@ -342,6 +352,15 @@ def _admissions(I, W, RF, RI, now, budget, avail, wm, dry):  # type: ignore[no-u
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def _spec_reserve(I, p):  # type: ignore[no-untyped-def]
+    """Speculative decoding: KV blocks the running decodes need for the tokens the next step
+    emits (``K.spec_tokens`` each, none past a request's last token)."""
+    ms = I[MAX_SEQS]
+    g = K.spec_tokens(I[SPEC_S], 1, p[K.SPEC_TOKENS])
+    return K.new_blocks_capped(I[IO : IO + ms], I[IO + ms : IO + 2 * ms], I[N], g, I[BS])
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
     """Plan the next step. Returns its duration, -1.0 for a pure-decode stretch, or NEED_LOOKUP
     (having changed nothing but scratch chunk sizes) when a request to admit needs a lookup."""
@@ -349,23 +368,27 @@ def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
     B = I[BS]
     o_ctx = IO
     o_pf = IO + 5 * ms
-    if I[WQ_LEN] == 0 and I[NPF] == 0 and I[FREE] >= I[N]:
+    spec = I[SPEC] > 0  # speculative decoding: a decode emits K.spec_tokens tokens, not one
+    if I[WQ_LEN] == 0 and I[NPF] == 0 and I[FREE] >= (_spec_reserve(I, p) if spec else I[N]):
         return -1.0
     reserve = 0
     preempted = False
     if I[N] > 0:
-        reserve = K.new_blocks_after(I[o_ctx : o_ctx + ms], I[N], 1, B)
+        reserve = _spec_reserve(I, p) if spec else K.new_blocks_after(I[o_ctx : o_ctx + ms], I[N], 1, B)
         while reserve > I[FREE] and (I[N] > 0 or I[NPF] > 0):
             _preempt_one(I, W, RF, RI, now)
             preempted = True
-            reserve = K.new_blocks_after(I[o_ctx : o_ctx + ms], I[N], 1, B) if I[N] > 0 else 0
+            if I[N] == 0:
+                reserve = 0
+            else:
+                reserve = _spec_reserve(I, p) if spec else K.new_blocks_after(I[o_ctx : o_ctx + ms], I[N], 1, B)
     avail = I[FREE] - reserve
     wm = int(ADMIT_WATERMARK * I[TOTAL])
     nchunks = 0
     for j in range(I[NPF]):
         I[o_pf + j * PF_FIELDS + 5] = 0
     if I[CHUNKED]:
-        budget = I[MAX_TOKENS] - I[N]
+        budget = I[MAX_TOKENS] - I[N] * (I[SPEC] + 1) if spec else I[MAX_TOKENS] - I[N]
         for j in range(I[NPF]):
             if budget <= 0:
                 break
@@ -414,6 +437,9 @@ def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
         if done + c >= I[b + 2]:
             n_logits += 1
     I[NDEC] = n_dec
+    if spec:
+        return K.spec_step_time(p, float(n_pf), pairs, ctx_read, float(n_dec), float(I[CTX_SUM]) if n_dec else 0.0,
+                                float(n_logits))
     return K.step_time(p, float(n_pf), pairs, ctx_read, float(n_dec), float(I[CTX_SUM]) if n_dec else 0.0, float(n_logits))
 
 
@@ -424,7 +450,16 @@ def _finish_step(I, F, RF, RI, hist, now):  # type: ignore[no-untyped-def]
     o_ctx, o_rem, o_seq, o_rid, o_done = IO, IO + ms, IO + 2 * ms, IO + 3 * ms, IO + 4 * ms
     o_pf = IO + 5 * ms
     n_dec = I[NDEC]
-    if n_dec > 0:
+    if n_dec > 0 and I[SPEC] > 0:
+        blocks, nd, added = K.commit_spec(
+            I[o_ctx : o_ctx + ms], I[o_rem : o_rem + ms], I[N], 1, B, I[o_done : o_done + ms], hist,
+            F[STEP_DUR : STEP_DUR + 1], now >= F[ITL_FROM], I[SPEC_S], F[SPEC_E],
+        )
+        I[SPEC_S] += 1
+        _take_blocks(I, blocks)
+        I[CTX_SUM] += added
+        _complete_slots(I, RF, RI, nd, now)
+    elif n_dec > 0:
         if now >= F[ITL_FROM]:
             hist[K.hist_index(F[STEP_DUR])] += n_dec
         blocks, nd = K.advance(I[o_ctx : o_ctx + ms], I[o_rem : o_rem + ms], I[N], 1, B, I[o_done : o_done + ms])
@@ -477,6 +512,16 @@ def _commit_stretch(I, F, RF, RI, hist, now, j):  # type: ignore[no-untyped-def]
     ms = I[MAX_SEQS]
     o_ctx, o_rem, o_done = IO, IO + ms, IO + 4 * ms
     o_cum = FO
+    if I[SPEC] > 0:
+        blocks, nd, added = K.commit_spec(
+            I[o_ctx : o_ctx + ms], I[o_rem : o_rem + ms], I[N], j, I[BS], I[o_done : o_done + ms],
+            hist, F[o_cum : o_cum + STRETCH_CAP], now >= F[ITL_FROM], I[SPEC_S], F[SPEC_E],
+        )
+        I[SPEC_S] += j
+        _take_blocks(I, blocks)
+        I[CTX_SUM] += added
+        _complete_slots(I, RF, RI, nd, now)
+        return
     blocks, nd = K.commit_stretch(
         I[o_ctx : o_ctx + ms], I[o_rem : o_rem + ms], I[N], j, I[BS], I[o_done : o_done + ms],
         hist, F[o_cum : o_cum + STRETCH_CAP], now >= F[ITL_FROM],
@@ -525,6 +570,8 @@ def take_arrivals(now, I, F, W, lacc, RI):  # type: ignore[no-untyped-def]
 @njit(cache=True, fastmath=FASTMATH)
 def plan(now, I, F, W, lacc, RF, RI, p):  # type: ignore[no-untyped-def]
     """Decide what to do next. Returns the delay of the next timer, or -1.0 to sleep until woken."""
+    I[SPEC] = int(p[K.SPEC_K])  # finish() has no p: it reads speculation from here
+    F[SPEC_E] = p[K.SPEC_TOKENS]
     if I[WQ_LEN] == 0 and I[NPF] == 0 and I[N] == 0:
         _levels(I, F, lacc, now, 0.0)
         if I[ARR_POS] < I[ARR_N]:
@@ -542,8 +589,12 @@ def plan(now, I, F, W, lacc, RF, RI, p):  # type: ignore[no-untyped-def]
         return -2.0
     ms = I[MAX_SEQS]
     o_cum = FO
-    k = K.plan_stretch(p, I[IO : IO + ms], I[IO + ms : IO + 2 * ms], I[N], I[FREE], I[BS], STRETCH_CAP,
-                       float(I[CTX_SUM]), F[o_cum : o_cum + STRETCH_CAP])
+    if I[SPEC] > 0:
+        k = K.plan_stretch_spec(p, I[IO : IO + ms], I[IO + ms : IO + 2 * ms], I[N], I[FREE], I[BS], STRETCH_CAP,
+                                float(I[CTX_SUM]), F[o_cum : o_cum + STRETCH_CAP], I[SPEC_S], F[SPEC_E])
+    else:
+        k = K.plan_stretch(p, I[IO : IO + ms], I[IO + ms : IO + 2 * ms], I[N], I[FREE], I[BS], STRETCH_CAP,
+                           float(I[CTX_SUM]), F[o_cum : o_cum + STRETCH_CAP])
     if k <= 0:
         return -3.0
     if I[ARR_POS] < I[ARR_N] and I[N] + I[NPF] < ms and I[FREE] > 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -89,6 +89,92 @@ class DoesNotFit(ValueError):
     """A deployment whose weights and activations exceed its GPUs' memory (message has numbers)."""
 
 
+# --------------------------------------------------------------------------- speculative decoding
+
+
+class SpeculationError(ValueError):
+    """A speculative-decoding setting that cannot work; ``path`` is relative to the deployment."""
+
+    def __init__(self, path: tuple[str, ...], message: str):
+        super().__init__(message)
+        self.path = path
+
+
+def expected_tokens_per_step(acceptance: float, k: int) -> float:
+    """Tokens a sequence emits per speculative decode step on average: with k proposed tokens,
+    each accepted with probability a (independently), E = (1 - a^(k+1)) / (1 - a) (Leviathan,
+    Kalman & Matias, "Fast Inference from Transformers via Speculative Decoding", ICML 2023,
+    eq. 1): the accepted prefix, plus the target's own token after it."""
+    if not 0.0 <= acceptance < 1.0 or k < 1:
+        raise ValueError(f"need 0 <= acceptance < 1 and k >= 1; got {acceptance}, {k}")
+    return (1.0 - acceptance ** (k + 1)) / (1.0 - acceptance)
+
+
+def mtp_layer(model: ModelArch) -> ModelArch:
+    """The multi-token-prediction module of ``model`` as a one-layer model: one more decoder layer
+    shaped like the model's own, sharing its embedding and output head. DeepSeek-V3's MTP module
+    is exactly that (README_WEIGHTS.md: "Additional Transformer Hidden Layer ... structure
+    identical to the Main Model hidden layers"; embed_tokens and shared_head share the main
+    model's parameters; 11.5B unique parameters, 1.5B activated including the 0.9B head). One
+    layer of the 671B model here is (671B - 1.85B embeddings) / 61 = 10.97B, 0.58B active
+    (README: 1.5B - 0.9B), so the layer-average matches to 5%."""
+    emb = model.embedding_params / 1e9
+    per_layer = (model.params_total_b - emb) / model.num_layers
+    per_layer_active = model.active_nonembedding_params / 1e9 / model.num_layers
+    return replace(model, id=f"{model.id} MTP layer", num_layers=1, params_total_b=per_layer + emb,
+                   params_active_b=per_layer_active + emb, active_excludes_input_embedding=False)
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """A deployment's speculative decoding, resolved (see ``engine.speculative``).
+
+    ``proposer`` is the model whose forward passes propose tokens (the draft model, or the MTP
+    layer); None for n-gram lookup. ``proposer_params_b`` are the parameters it adds to the
+    GPUs' memory (the MTP layer shares the embedding and head, so they are not counted again).
+    """
+
+    method: str
+    k: int
+    acceptance: float
+    proposer: ModelArch | None
+    proposer_params_b: float
+
+    @property
+    def tokens_per_step(self) -> float:
+        return expected_tokens_per_step(self.acceptance, self.k)
+
+
+def speculation(method: str, k: int, acceptance: float, model: ModelArch, draft: ModelArch | None, tp: int, pp: int,
+                max_model_len: int) -> Speculation:
+    """Check and resolve a deployment's speculative decoding; raises :class:`SpeculationError`.
+
+    vLLM runs the draft model with the target's tensor parallelism by default
+    (``draft_tensor_parallel_size``), and its speculative decoding "is not compatible with
+    pipeline parallelism" (vLLM docs, Speculative Decoding, v0.7-v0.9).
+    """
+    if pp > 1:
+        raise SpeculationError(("pipeline_parallel",), f"speculative decoding needs pipeline_parallel: 1 (vLLM "
+                               f"cannot combine them); got {pp}. Use tensor_parallel instead, or drop engine.speculative")
+    if method == "draft_model":
+        assert draft is not None
+        where = ("engine", "speculative", "draft_model")
+        if draft.vocab_size != model.vocab_size:
+            raise SpeculationError(where, f"the draft model must share the target's tokenizer: {draft.id} has a "
+                                   f"vocabulary of {draft.vocab_size}, {model.id} of {model.vocab_size}")
+        if draft.num_attention_heads % tp:
+            raise SpeculationError(where, f"the draft runs with the target's tensor_parallel {tp}, which does not "
+                                   f"divide {draft.id}'s {draft.num_attention_heads} attention heads")
+        if draft.max_context < max_model_len:
+            raise SpeculationError(where, f"{draft.id}'s context ({draft.max_context}) is shorter than max_model_len "
+                                   f"{max_model_len}; set engine.max_model_len <= {draft.max_context}")
+        return Speculation(method, k, acceptance, draft, draft.params_total_b)
+    if method == "mtp":
+        layer = mtp_layer(model)
+        return Speculation(method, k, acceptance, layer, layer.params_total_b - model.embedding_params / 1e9)
+    return Speculation(method, k, acceptance, None, 0.0)
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     gpus_per_replica: int
@@ -101,6 +187,9 @@ class MemoryPlan:
     kv_bytes_per_token_per_gpu: float
     num_blocks: int
     block_size: int
+    # Speculative decoding: the proposer's weights and its KV per token (draft model, MTP layer).
+    proposer_weights_per_gpu_gb: float = 0.0
+    proposer_kv_bytes_per_token_per_gpu: float = 0.0
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -129,20 +218,32 @@ def memory_plan(
     max_num_batched_tokens: int,
     max_num_seqs: int,
     runtime_overhead_gb: float,
+    spec: Speculation | None = None,
 ) -> MemoryPlan:
-    """Memory per GPU, and the KV blocks that fit after weights, activations and overhead."""
+    """Memory per GPU, and the KV blocks that fit after weights, activations and overhead.
+
+    With speculative decoding the proposer's weights (draft model or MTP layer, in the
+    deployment's precision, sharded like the target) share the GPUs, and every block holds the
+    proposer's KV for its tokens next to the target's (vLLM gives the draft model its own KV
+    cache with the same blocks), so fewer blocks fit.
+    """
     gpus = tp * pp
     weight_bytes = model.params_total_b * 1e9 * WEIGHT_BYTES[precision] / gpus
+    kv_dtype_bytes = 1.0 if kv_cache_dtype == "fp8" else 2.0  # "auto": bf16 KV even for quantised weights
+    prop_weights = 0.0
+    prop_per_token = 0.0
+    if spec is not None and spec.proposer is not None:
+        prop_weights = spec.proposer_params_b * 1e9 * WEIGHT_BYTES[precision] / tp
+        prop_per_token = kv_bytes_per_token_per_gpu(spec.proposer, tp, 1, kv_dtype_bytes)
     inter = model.intermediate_size
     act = max_num_batched_tokens * (2 * inter / tp + ACT_HIDDEN_BUFFERS * model.hidden_size) * ACT_BYTES
     act += max_num_seqs * model.vocab_size * 4.0 / tp
     mem = acc.memory_gb * GIB
     usable = mem * gpu_memory_utilization
     overhead = runtime_overhead_gb * GIB
-    kv_room = usable - weight_bytes - act - overhead
-    kv_dtype_bytes = 1.0 if kv_cache_dtype == "fp8" else 2.0  # "auto": bf16 KV even for quantised weights
+    kv_room = usable - weight_bytes - act - overhead - prop_weights
     per_token = kv_bytes_per_token_per_gpu(model, tp, pp, kv_dtype_bytes)
-    blocks = int(kv_room // (per_token * block_size)) if kv_room > 0 else 0
+    blocks = int(kv_room // ((per_token + prop_per_token) * block_size)) if kv_room > 0 else 0
     plan = MemoryPlan(
         gpus_per_replica=gpus,
         memory_per_gpu_gb=mem / GIB,
@@ -154,12 +255,16 @@ def memory_plan(
         kv_bytes_per_token_per_gpu=per_token,
         num_blocks=blocks,
         block_size=block_size,
+        proposer_weights_per_gpu_gb=prop_weights / GIB,
+        proposer_kv_bytes_per_token_per_gpu=prop_per_token,
     )
     if blocks <= 0:
+        draft = (f", the {spec.method} proposer's {plan.proposer_weights_per_gpu_gb:.1f} GiB"
+                 if spec is not None and spec.proposer is not None else "")
         raise DoesNotFit(
             f"{model.id} in {precision} does not fit on {gpus} x {acc.id} (tp={tp}, pp={pp}): per GPU "
             f"{plan.usable_per_gpu_gb:.1f} GiB usable ({acc.memory_gb:g} GiB x gpu_memory_utilization "
-            f"{gpu_memory_utilization:g}) but weights take {plan.weights_per_gpu_gb:.1f} GiB, activations "
+            f"{gpu_memory_utilization:g}) but weights take {plan.weights_per_gpu_gb:.1f} GiB{draft}, activations "
             f"{plan.activations_per_gpu_gb:.1f} GiB and runtime overhead {plan.overhead_per_gpu_gb:.1f} GiB, "
             f"leaving nothing for the KV cache. Raise tensor_parallel/pipeline_parallel, use a smaller "
             f"precision (fp8, int4_awq) or a larger accelerator."
@@ -214,13 +319,34 @@ def cost_params(
     kv_cache_dtype: str,
     calibration: str = "first_principles",
     engine_kind: str = "vllm",
+    spec: Speculation | None = None,
 ) -> np.ndarray:
     """The parameter vector of :func:`stacksim.kernels.cost.step_time` for one replica.
 
     ``calibration="calibrated"`` applies the fitted efficiencies of the engine's family
     (``stacksim/calibration/params_v1.json``); ``"first_principles"`` keeps the sourced
     constants above (the calibration fit starts from those).
+
+    With ``spec``, the speculative-decoding slots are set (see :func:`stacksim.kernels.cost.
+    spec_step_time`): k, the expected tokens per step, and the proposer's own step parameters
+    (same accelerator, tensor parallelism, precision and calibration as the target) with no
+    step overhead: its passes run inside the target's engine step, whose scheduling and
+    sampling overhead is counted once.
     """
+    p = _params(model, acc, tp, pp, precision, kv_cache_dtype, calibration, engine_kind)
+    if spec is not None:
+        p[K.SPEC_K] = spec.k
+        p[K.SPEC_TOKENS] = spec.tokens_per_step
+        if spec.proposer is not None:
+            d = _params(spec.proposer, acc, tp, 1, precision, kv_cache_dtype, calibration, engine_kind)
+            d[K.STEP_OVERHEAD_S] = 0.0
+            p[K.SPEC_PROPOSER] = 1.0
+            p[K.PROPOSER : K.PROPOSER + K.N_STEP_PARAMS] = d[: K.N_STEP_PARAMS]
+    return p
+
+
+def _params(model: ModelArch, acc: Accelerator, tp: int, pp: int, precision: str, kv_cache_dtype: str,
+            calibration: str, engine_kind: str) -> np.ndarray:
     p = _first_principles(model, acc, tp, pp, precision, kv_cache_dtype)
     if calibration == "calibrated":
         p = apply_calibration(p, calibrated_parameters(), engine_family(engine_kind, acc), compute_precision(acc, precision) == "fp8")

@@ -16,6 +16,7 @@ from stacksim.serving.replica import Replica
 
 if TYPE_CHECKING:
     from stacksim.scenario.resolve import ResolvedDeployment
+    from stacksim.serving.autoscale import Autoscaler
 
 
 class DeploymentRuntime:
@@ -42,9 +43,11 @@ class DeploymentRuntime:
         self.reqs = reqs
         self.itl_hist = np.zeros(K.HIST_BINS)
         self._on_done = on_done
-        self.balancer = make_balancer(rd.spec.load_balancer.kind, rng, rd.spec.replicas)
+        self.balancer = make_balancer(rd.spec.load_balancer.kind, rng, rd.slots)
         self.queue: deque[int] = deque()
-        self.prerouting_disabled = False  # tests switch it off to check both paths agree
+        # Tests switch it off to check both paths agree; an autoscaled deployment routes at arrival
+        # (which replicas serve changes during the run).
+        self.prerouting_disabled = rd.spec.autoscaling is not None
         # Set when closed-loop clients target this deployment: called with each finished or
         # rejected request id, and it forbids routing up front (requests appear during the run).
         self.on_complete: Callable[[int], None] | None = None
@@ -52,7 +55,14 @@ class DeploymentRuntime:
         self.inp: list[int] = []
         self.out: list[int] = []
         cls = replica_cls or Replica
-        self.replicas = [cls(env, self, i, level_width_s, max_time_s) for i in range(rd.spec.replicas)]
+        # With autoscaling, one replica object per slot up to max_replicas; the autoscaler keeps
+        # those beyond the starting count out of service until it provisions them.
+        self.replicas = [cls(env, self, i, level_width_s, max_time_s) for i in range(rd.slots)]
+        self.autoscaler: Autoscaler | None = None
+        if rd.spec.autoscaling is not None:
+            from stacksim.serving.autoscale import Autoscaler
+
+            self.autoscaler = Autoscaler(self, rd.spec.autoscaling)
 
     def bind_requests(self, rids: np.ndarray, times: np.ndarray) -> bool:
         """Take this deployment's requests (sorted by arrival). Returns True when they were all
@@ -80,6 +90,8 @@ class DeploymentRuntime:
         return True
 
     def any_up(self) -> bool:
+        if self.autoscaler is not None:  # scaled to zero is not down: a request waits for a cold start
+            return self.autoscaler.can_serve()
         return any(r.accepting for r in self.replicas)
 
     def _fail_now(self, rid: int) -> None:
@@ -93,6 +105,8 @@ class DeploymentRuntime:
         rids = self.replicas[i].fail()
         for rid in rids:
             self.on_done(rid)
+        if self.autoscaler is not None and self.autoscaler.draining:  # a draining replica killed: release it
+            self.autoscaler.check_drained()
         return len(rids)
 
     def submit(self, rid: int) -> None:
@@ -106,6 +120,8 @@ class DeploymentRuntime:
             if self.on_complete is not None:
                 self.on_complete(rid)
             return
+        if self.autoscaler is not None and self.autoscaler.hold(rid):
+            return  # no replica serves now: it waits for one (a cold start), never dropped
         if self.balancer.shared:
             reqs.status[rid] = QUEUED
             self.queue.append(rid)
@@ -142,6 +158,8 @@ class DeploymentRuntime:
         self._on_done(1)
         if self.on_complete is not None:
             self.on_complete(rid)
+        if self.autoscaler is not None and self.autoscaler.draining:  # a replica being removed may be empty now
+            self.autoscaler.check_drained()
 
     def add_request(self, rid: int, inp: int, out: int) -> None:
         """A request created during the run (closed loop): extend the cached length lists."""
@@ -153,3 +171,5 @@ class DeploymentRuntime:
 
     def on_done_count(self, n: int) -> None:
         self._on_done(n)
+        if self.autoscaler is not None and self.autoscaler.draining:  # a replica being removed may be empty now
+            self.autoscaler.check_drained()

@@ -24,6 +24,13 @@ Scheduling follows vLLM (V1 with chunked prefill; V0 without):
   (:mod:`stacksim.serving.prefix_cache` holds the policy; cache events are replayed into it
   after each scheduling decision and after each step, as the compiled replica does).
 
+With speculative decoding (``engine.speculative``) a decode step verifies k+1 positions per
+sequence plus the proposer's passes (:func:`stacksim.kernels.cost.spec_step_time`), takes k+1
+tokens of the step's budget per decoding sequence (vLLM V1 counts speculative tokens against
+``max_num_batched_tokens``), and emits :func:`stacksim.kernels.cost.spec_tokens` tokens per
+sequence: the expected count E = (1 - a^(k+1)) / (1 - a) (Leviathan et al., ICML 2023, eq. 1),
+rounded step by step, none past a request's last token. Prefill steps emit one token, as before.
+
 Decoding sequences live in slot arrays (`ctx`: tokens with KV stored, `rem`: tokens still to
 generate) that the kernels update in place.
 """
@@ -77,6 +84,9 @@ class ReferenceReplica:
         self.max_seqs = eng.max_num_seqs
         self.max_tokens = eng.max_num_batched_tokens
         self.chunked = eng.enable_chunked_prefill
+        self.spec_k = int(self.p[K.SPEC_K])  # speculative decoding: tokens proposed per step (0: off)
+        self.spec_e = float(self.p[K.SPEC_TOKENS])  # expected tokens per sequence per step
+        self.spec_steps = 0  # speculative decode steps so far (spec_tokens rounds E from it)
         cap = self.max_seqs
         self.ctx = np.zeros(cap, dtype=np.int64)
         self.rem = np.zeros(cap, dtype=np.int64)
@@ -231,7 +241,11 @@ class ReferenceReplica:
                 self._finish_step(chunks, n_dec, dur)
                 self._pfx_sync()
             else:
-                k = K.plan_stretch(self.p, self.ctx, self.rem, self.n, self.free, self.B, STRETCH_CAP, float(self.ctx_sum), self.cum)
+                if self.spec_k:
+                    k = K.plan_stretch_spec(self.p, self.ctx, self.rem, self.n, self.free, self.B, STRETCH_CAP,
+                                            float(self.ctx_sum), self.cum, self.spec_steps, self.spec_e)
+                else:
+                    k = K.plan_stretch(self.p, self.ctx, self.rem, self.n, self.free, self.B, STRETCH_CAP, float(self.ctx_sum), self.cum)
                 if k <= 0:  # cannot happen after _schedule's preemption; keep the loop honest
                     raise RuntimeError("decode stretch with no room to grow")
                 if (
@@ -281,22 +295,23 @@ class ReferenceReplica:
 
     def _schedule(self) -> tuple[list[tuple[_Prefill, int]], int, float] | None:
         """Plan the next step; ``None`` means a pure-decode stretch."""
-        if not self.waiting and not self.prefilling and self.free >= self.n:
-            return None  # decodes only, and every one can take a new block: a stretch
         B = self.B
+        g = K.spec_tokens(self.spec_steps, 1, self.spec_e) if self.spec_k else 1  # tokens per decode now
+        if not self.waiting and not self.prefilling and self.free >= (self._decode_blocks(g) if self.spec_k else self.n):
+            return None  # decodes only, and every one can take its new blocks: a stretch
         reserve = 0
         preempted = False
         if self.n:
-            reserve = K.new_blocks_after(self.ctx, self.n, 1, B)
+            reserve = self._decode_blocks(g)
             while reserve > self.free and (self.n or self.prefilling):
                 self._preempt_one()
                 preempted = True
-                reserve = K.new_blocks_after(self.ctx, self.n, 1, B) if self.n else 0
+                reserve = self._decode_blocks(g) if self.n else 0
         avail = self.free - reserve
         wm = int(ADMIT_WATERMARK * self.total_blocks)  # see core.ADMIT_WATERMARK
         chunks: list[tuple[_Prefill, int]] = []
         if self.chunked:
-            budget = self.max_tokens - self.n
+            budget = self.max_tokens - self.n * (self.spec_k + 1)  # a decode verifies k+1 tokens
             for st in self.prefilling:
                 if budget <= 0:
                     break
@@ -354,8 +369,15 @@ class ReferenceReplica:
             ctx_read += st.done
             if st.done + c >= st.target:
                 n_logits += 1
-        dur = K.step_time(self.p, float(n_pf), pairs, ctx_read, float(n_dec), float(self.ctx_sum) if n_dec else 0.0, float(n_logits))
+        step_time = K.spec_step_time if self.spec_k else K.step_time
+        dur = step_time(self.p, float(n_pf), pairs, ctx_read, float(n_dec), float(self.ctx_sum) if n_dec else 0.0, float(n_logits))
         return chunks, n_dec, dur
+
+    def _decode_blocks(self, g: int) -> int:
+        """KV blocks the running decodes need to emit ``g`` tokens each (none past its last)."""
+        if self.spec_k:
+            return K.new_blocks_capped(self.ctx, self.rem, self.n, g, self.B)
+        return K.new_blocks_after(self.ctx, self.n, 1, self.B)
 
     def _admit_state(self, rid: int) -> _Prefill:
         gen = self.resume.get(rid, 0)
@@ -420,7 +442,14 @@ class ReferenceReplica:
     def _finish_step(self, chunks: list[tuple[_Prefill, int]], n_dec: int, dur: float) -> None:
         B = self.B
         now = self.env.now
-        if n_dec:
+        if n_dec and self.spec_k:
+            blocks, nd, added = K.commit_spec(self.ctx, self.rem, self.n, 1, B, self.done_buf, self.itl_hist,
+                                              np.array([dur]), now >= self.itl_from, self.spec_steps, self.spec_e)
+            self.spec_steps += 1
+            self._take(blocks)
+            self.ctx_sum += added
+            self._complete_slots(nd)
+        elif n_dec:
             if now >= self.itl_from:
                 self.itl_hist[K.hist_index(dur)] += n_dec
             blocks, nd = K.advance(self.ctx, self.rem, self.n, 1, B, self.done_buf)
@@ -458,6 +487,14 @@ class ReferenceReplica:
             self.ctx_sum += st.done
 
     def _commit_decodes(self, j: int) -> None:
+        if self.spec_k:
+            blocks, nd, added = K.commit_spec(self.ctx, self.rem, self.n, j, self.B, self.done_buf, self.itl_hist,
+                                              self.cum, self.env.now >= self.itl_from, self.spec_steps, self.spec_e)
+            self.spec_steps += j
+            self._take(blocks)
+            self.ctx_sum += added
+            self._complete_slots(nd)
+            return
         blocks, nd = K.commit_stretch(
             self.ctx, self.rem, self.n, j, self.B, self.done_buf, self.itl_hist, self.cum, self.env.now >= self.itl_from
         )

@@ -58,6 +58,9 @@ class Replica:
         self.idle_event: simpy.Event | None = None
         self.up = True  # False while failed (faults)
         self.accepting = True  # False while failed or draining before a spot kill
+        # False while the autoscaler keeps this replica out of service (released, provisioning,
+        # draining for removal): a repair must not put such a replica back in rotation.
+        self.active = True
         self.repaired: simpy.Event | None = None
         self.failures = 0
         # Batch iterations for a Perfetto view (run --trace-iterations): one row per step or
@@ -217,9 +220,9 @@ class Replica:
         return rids
 
     def repair(self) -> None:
-        """Back in service, empty."""
+        """Back in service, empty (in rotation again unless the autoscaler holds it out)."""
         self.up = True
-        self.accepting = True
+        self.accepting = self.active
         if self.repaired is not None and not self.repaired.triggered:
             self.repaired.succeed()
 
