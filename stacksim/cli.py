@@ -128,6 +128,13 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
         out_console.print(d)
     if "gateway" in s:
         _print_gateway(s)
+    for name, g in s.get("disaggregated", {}).items():
+        kv = g["kv_transfer"]
+        out_console.print(
+            f"disaggregated {name}: {g['ratio']} ({g['prefill']} -> {g['decode']}, util {g['utilisation']['prefill']:.0%} / "
+            f"{g['utilisation']['decode']:.0%}), TTFT p50 {_fmt(g['latency_ms']['ttft']['p50'], 1)} ms (first token from "
+            f"{g['first_token']}), TPOT p50 {_fmt(g['latency_ms']['tpot']['p50'], 1)} ms; KV {kv['gb']:,.1f} GB over {kv['link']} "
+            f"{kv['bandwidth_gbps']:,.0f} Gb/s per GPU, transfer p50 {_fmt(kv['time_ms']['p50'], 1)} ms, p99 {_fmt(kv['time_ms']['p99'], 1)} ms")
     if "agents" in s:
         _print_agents(s["agents"])
     th = s["throughput"]

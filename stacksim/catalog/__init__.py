@@ -68,6 +68,7 @@ class Accelerator:
     default_price_usd_per_gpu_hour: float | None
     price_basis: str
     source: str
+    pcie_gen: int | None = None  # host link generation (x16 assumed); None where the catalog has none
 
     def peak_tflops(self, compute_precision: str) -> float:
         """Dense peak for the tensor-core precision a quantisation actually computes in."""
@@ -181,6 +182,7 @@ def accelerators() -> dict[str, Accelerator]:
                 default_price_usd_per_gpu_hour=_f(row, "default_price_usd_per_gpu_hour"),
                 price_basis=row.get("price_basis", ""),
                 source=row.get("source", ""),
+                pcie_gen=_i(row, "pcie_gen"),
             )
     return out
 

@@ -59,6 +59,7 @@ class ClosedLoopDriver:
         inp, out = self._draw("input_tokens"), self._draw("output_tokens")
         rid_new = int(sim.reqs.add_many(np.array([t]), np.array([inp]), np.array([out]), self.wi)[0])
         sim.reqs.deployment[rid_new] = self.dep.index
+        sim.lora.assign(sim.reqs, self.wi, np.array([rid_new]))
         for d in sim.deployments.values():
             d.add_request(rid_new, inp, out)
         if self.think > 0:

@@ -19,6 +19,8 @@ from stacksim.metrics import RequestTable
 from stacksim.scenario import schema as S
 from stacksim.scenario.resolve import ResolvedScenario
 from stacksim.serving.deployment import DeploymentRuntime
+from stacksim.serving.disagg import DisaggRuntime
+from stacksim.serving.lora import LoraTraffic
 from stacksim.serving.reference import ReferenceReplica
 from stacksim.workload.arrivals import ARRIVALS, trace_rows
 from stacksim.workload.lengths import LENGTHS
@@ -74,7 +76,8 @@ class Simulation:
         self.workload_names = list(sc.workloads)
         self.deployment_names = list(rs.deployments)
         plan = rs.gateway_plan
-        self.gateway_workloads = [w.target not in rs.deployments for w in sc.workloads.values()]
+        self.gateway_workloads = [w.target not in rs.deployments and w.target not in rs.disaggregated
+                                  for w in sc.workloads.values()]
         # Agent fleets' LLM calls count as workloads "fleet/agent" (one per model an agent calls).
         self.agent_workloads: dict[tuple[str, str, str], int] = {}
         pseudo = []
@@ -100,7 +103,9 @@ class Simulation:
         n_calls = sum(len(a[0]) for a, g in zip(arrays, self.gateway_workloads) if g)
         self.calls = CallTable(n_calls) if plan is not None else None
         self.workload_tags = [dict(w.tags) for w in sc.workloads.values()] + [p.tags for p in pseudo]
+        self.lora = LoraTraffic(sc, {n: rd.lora for n, rd in rs.deployments.items()}, self.streams)  # adapters of requests
         pos = 0
+        disagg_legs: list[tuple[str, int, np.ndarray, np.ndarray]] = []
         for wi, (t, inp, out) in enumerate(arrays):
             if self.gateway_workloads[wi]:
                 assert self.calls is not None
@@ -114,12 +119,18 @@ class Simulation:
                 pos += len(t)
                 self.workload_ids.append(np.empty(0, dtype=np.int64))
                 continue
-            ids = self.reqs.add_many(t, inp, out, wi)
-            self.reqs.deployment[ids] = dep_index[list(sc.workloads.values())[wi].target]
+            target = list(sc.workloads.values())[wi].target
+            group = rs.disaggregated.get(target)
+            # A disaggregated group's request starts as a one-token prefill leg (serving/disagg.py).
+            ids = self.reqs.add_many(t, inp, out if group is None else np.ones_like(out), wi)
+            self.reqs.deployment[ids] = dep_index[target if group is None else group.prefill.name]
+            if group is not None:
+                disagg_legs.append((target, wi, ids, out))
             self.workload_ids.append(ids)
             # Prefix-block hashes of trace records (Mooncake hash_ids), for prefix caching.
             attach_trace_blocks(self.reqs, ids, list(sc.workloads.values())[wi],
                                 rs.trace_paths.get(("workloads", self.workload_names[wi], "arrival"), ""), self.horizon)
+            self.lora.assign(self.reqs, wi, ids)
         self.n_direct = self.reqs.n
         max_time = self.horizon * (DRAIN_LIMIT_FACTOR + 1.0 if sc.drain else 1.0)
         self.finished = 0
@@ -167,6 +178,7 @@ class Simulation:
             if prev is not None:
                 fns.append(prev)
             self.deployments[dname].on_complete = _fan_out(fns)
+        self.disagg: DisaggRuntime | None = DisaggRuntime(self, disagg_legs) if rs.disaggregated else None
         self.end_time = 0.0
 
     # ------------------------------------------------------------------ traffic
@@ -228,7 +240,8 @@ class Simulation:
     def all_done(self) -> bool:
         gw_done = self.gateway is None or self.gateway.pending == 0
         agents_done = self.agents is None or self.agents.pending == 0
-        return gw_done and agents_done and self.finished >= self.reqs.n
+        disagg_done = self.disagg is None or self.disagg.pending == 0  # a transfer in flight has no serving request
+        return gw_done and agents_done and disagg_done and self.finished >= self.reqs.n
 
     # ------------------------------------------------------------------ run
 

@@ -52,12 +52,21 @@ def request_costs(sim: Simulation, df: pd.DataFrame, serving: pd.DataFrame, dep_
     out = np.zeros(len(df))
     direct = (df["via"] == "direct").to_numpy()
     s_direct = (serving["call"].to_numpy() < 0) if len(serving) else np.zeros(0, dtype=bool)
+    # Legs of disaggregated requests (serving/disagg.py): their client row carries both legs' cost.
+    s_leg = serving["disagg"].to_numpy() >= 0 if "disagg" in serving else np.zeros(len(serving), dtype=bool)
+    s_direct &= ~s_leg
     # Direct rows of df are the direct rows of serving, in the same order (build_result builds both so).
     out[np.flatnonzero(direct)] = gpu[s_direct]
-    if (~direct).any() and len(serving):
-        by_call = pd.Series(gpu[~s_direct]).groupby(serving["call"].to_numpy()[~s_direct]).sum()
-        calls = df.loc[~direct, "call"].to_numpy()
-        out[np.flatnonzero(~direct)] = by_call.reindex(calls).fillna(0.0).to_numpy()
+    gw = (df["via"] == "gateway").to_numpy()
+    if gw.any() and len(serving):
+        s_gw = ~s_direct & ~s_leg
+        by_call = pd.Series(gpu[s_gw]).groupby(serving["call"].to_numpy()[s_gw]).sum()
+        calls = df.loc[gw, "call"].to_numpy()
+        out[np.flatnonzero(gw)] = by_call.reindex(calls).fillna(0.0).to_numpy()
+    dz = (df["via"] == "disaggregated").to_numpy()
+    if dz.any() and s_leg.any():
+        by_client = pd.Series(gpu[s_leg]).groupby(serving["disagg"].to_numpy()[s_leg]).sum()
+        out[np.flatnonzero(dz)] = by_client.reindex(df.loc[dz, "request_id"].to_numpy()).fillna(0.0).to_numpy()
     return out
 
 

@@ -257,7 +257,8 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
         if is_self:
             rd = rs.deployments.get(rest)
             if rd is None:
-                problems.append(PathProblem(where, f"no deployment named '{rest}'; deployments: {', '.join(rs.deployments) or 'none'}"))
+                group = " (a disaggregated group is not a gateway target yet: point a workload at it)" if rest in rs.scenario.disaggregated else ""
+                problems.append(PathProblem(where, f"no deployment named '{rest}'{group}; deployments: {', '.join(rs.deployments) or 'none'}"))
                 continue
             region = rd.pool.spec.region
             known = lp.input_cost_per_token is not None and lp.output_cost_per_token is not None

@@ -260,6 +260,10 @@ def workload_reach(sim: Simulation) -> list[set[str]]:
         if w.target in sim.deployments:
             out.append({f"deployment:{w.target}"})
             continue
+        if w.target in sim.rs.disaggregated:  # a prefill/decode pair (serving/disagg.py)
+            g = sim.rs.disaggregated[w.target]
+            out.append({f"deployment:{g.prefill.name}", f"deployment:{g.decode.name}"})
+            continue
         assert gw is not None
         plan = gw.plan
         groups = [w.target, *plan.fallbacks.get(w.target, plan.default_fallbacks),

@@ -12,6 +12,9 @@ attention), plus tensor-parallel all-reduces, plus a fixed per-step overhead:
 Mixture-of-experts layers read only the experts the batch touches: with uniform routing of T
 tokens to k of E experts, E * (1 - (1 - k/E)^T) experts on average.
 
+Multi-LoRA (``engine.lora``) adds the adapters' shrink and expand FLOPs to the matmuls and their
+weights, read once per step per distinct adapter, to the weight bytes (:func:`step_time_lora`).
+
 Speculative decoding (``engine.speculative``) has its own kernels (``spec_*``, ``commit_spec``):
 a decode step verifies k+1 tokens per sequence in one target pass, plus the proposer's passes,
 and emits E = (1 - a^(k+1)) / (1 - a) tokens per sequence on average (Leviathan et al., ICML
@@ -77,7 +80,27 @@ def step_time(
     their context lengths summed; n_logits: sequences that sample a token this step.
     """
     return iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_ctx_sum,
-                          decode_ctx_sum, n_logits)
+                          decode_ctx_sum, n_logits, 0.0, 0.0)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def step_time_lora(
+    p: np.ndarray,
+    n_prefill_tokens: float,
+    prefill_pairs: float,
+    prefill_ctx_read: float,
+    n_decode: float,
+    decode_ctx_sum: float,
+    n_logits: float,
+    lora_flops: float,
+    lora_bytes: float,
+) -> float:
+    """:func:`step_time` of a step whose tokens run LoRA adapters: ``lora_flops`` is the sum over
+    its tokens of their adapter's shrink + expand FLOPs on this GPU (2 r (d_in + d_out) per adapted
+    matrix: Punica, S-LoRA), ``lora_bytes`` the weights of its distinct adapters on this GPU, read
+    once. Both join the matmuls' roofline; with zeros this is :func:`step_time` exactly."""
+    return iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_ctx_sum,
+                          decode_ctx_sum, n_logits, lora_flops, lora_bytes)
 
 
 # Inlined at Numba's level: as a call, the decode-stretch loop over step_time ran 2.4x slower
@@ -92,23 +115,26 @@ def iteration_time(
     decode_pairs: float,
     decode_kv_read: float,
     n_logits: float,
+    lora_flops: float,
+    lora_bytes: float,
 ) -> float:
     """:func:`step_time` with the decode side spelled out: ``n_decode_tokens`` query tokens of
     decoding sequences, their (query, key) pairs, and the cached tokens they read. A plain decode
     has one query per sequence, so pairs = KV read = the summed context; a speculative
-    verification has k+1 queries per sequence over the same cached keys."""
+    verification has k+1 queries per sequence over the same cached keys. ``lora_flops`` and
+    ``lora_bytes``: see :func:`step_time_lora` (0.0 without LoRA, which leaves every sum as it was)."""
     tokens = n_prefill_tokens + n_decode_tokens
     if tokens <= 0.0:
         return 0.0
     eff = p[EFF_MAX] * tokens / (tokens + p[EFF_HALF_TOKENS])
-    lin_flops = tokens * p[LIN_FLOPS_PER_TOKEN] + n_logits * p[LMHEAD_FLOPS_PER_LOGIT]
+    lin_flops = tokens * p[LIN_FLOPS_PER_TOKEN] + n_logits * p[LMHEAD_FLOPS_PER_LOGIT] + lora_flops
     t_lin_c = lin_flops / (p[PEAK_FLOPS] * eff)
     n_exp = p[NUM_EXPERTS]
     if n_exp > 1.0:
         touched = n_exp * (1.0 - (1.0 - p[EXPERTS_PER_TOKEN] / n_exp) ** tokens)
     else:
         touched = 0.0
-    w_bytes = p[DENSE_WEIGHT_BYTES] + touched * p[EXPERT_BYTES]
+    w_bytes = p[DENSE_WEIGHT_BYTES] + touched * p[EXPERT_BYTES] + lora_bytes
     bw = p[MEM_BW] * p[EFF_MEM]
     t_lin_m = w_bytes / bw
     t_lin = max(t_lin_m, t_lin_c)
@@ -244,6 +270,34 @@ def plan_stretch(
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def decode_stretch_times_lora(
+    p: np.ndarray, n_decode: int, ctx_sum0: float, k: int, out: np.ndarray, lora_flops: float, lora_bytes: float
+) -> float:
+    """:func:`decode_stretch_times` for a batch whose decodes run LoRA adapters: every iteration
+    has the same tokens and adapters, so the same ``lora_flops`` and ``lora_bytes``."""
+    t = 0.0
+    ctx = ctx_sum0
+    nd = float(n_decode)
+    for i in range(k):
+        t += step_time_lora(p, 0.0, 0.0, 0.0, nd, ctx, nd, lora_flops, lora_bytes)
+        out[i] = t
+        ctx += nd
+    return t
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def plan_stretch_lora(
+    p: np.ndarray, ctx: np.ndarray, rem: np.ndarray, n: int, free_blocks: int, block_size: int, cap: int,
+    ctx_sum: float, cum: np.ndarray, lora_flops: float, lora_bytes: float,
+) -> int:
+    """:func:`plan_stretch` with LoRA decodes (:func:`decode_stretch_times_lora`)."""
+    k = max_iterations(ctx, rem, n, free_blocks, block_size, cap)
+    if k > 0:
+        decode_stretch_times_lora(p, n, ctx_sum, k, cum, lora_flops, lora_bytes)
+    return k
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def commit_stretch(
     ctx: np.ndarray, rem: np.ndarray, n: int, j: int, block_size: int, done: np.ndarray,
     hist: np.ndarray, cum: np.ndarray, tally: bool,
@@ -294,7 +348,7 @@ def spec_step_time(
     k = p[SPEC_K]
     q = k + 1.0
     t = iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode * q,
-                       q * decode_ctx_sum + n_decode * q * k / 2.0, decode_ctx_sum, n_logits + n_decode * k)
+                       q * decode_ctx_sum + n_decode * q * k / 2.0, decode_ctx_sum, n_logits + n_decode * k, 0.0, 0.0)
     if p[SPEC_PROPOSER] > 0.0:
         d = p[PROPOSER : PROPOSER + N_STEP_PARAMS]
         t += step_time(d, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_ctx_sum, n_decode)

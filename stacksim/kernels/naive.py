@@ -17,7 +17,8 @@ def step_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, de
     return iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_ctx_sum, decode_ctx_sum, n_logits)
 
 
-def iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_pairs, decode_kv_read, n_logits):
+def iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_pairs, decode_kv_read, n_logits,
+                   lora_flops=0.0, lora_bytes=0.0):
     tokens = n_prefill_tokens + n_decode
     if tokens <= 0:
         return 0.0
@@ -37,8 +38,8 @@ def iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decod
     total = 0.0
     for _ in range(n_layers_units):
         u = 1.0 / n_layers_units
-        lin_c = (tokens * p[K.LIN_FLOPS_PER_TOKEN] + n_logits * p[K.LMHEAD_FLOPS_PER_LOGIT]) * u / (peak * eff)
-        lin_m = (p[K.DENSE_WEIGHT_BYTES] + touched * p[K.EXPERT_BYTES]) * u / bw
+        lin_c = (tokens * p[K.LIN_FLOPS_PER_TOKEN] + n_logits * p[K.LMHEAD_FLOPS_PER_LOGIT] + lora_flops) * u / (peak * eff)
+        lin_m = (p[K.DENSE_WEIGHT_BYTES] + touched * p[K.EXPERT_BYTES] + lora_bytes) * u / bw
         total += max(lin_c, lin_m)
         if n_prefill_tokens > 0:
             total += max(
@@ -69,6 +70,43 @@ def decode_stretch_times(p, n_decode, ctx_sum0, k):
         t += step_time(p, 0, 0, 0, n_decode, ctx_sum0 + i * n_decode, n_decode)
         out.append(t)
     return np.array(out)
+
+
+# ---------------------------------------------------------------- multi-LoRA
+
+
+def lora_work(batch, adapters, lora_dtype_bytes=2.0):
+    """LoRA FLOPs and weight bytes of a step, the long way round: ``batch`` lists (adapter, tokens)
+    per sequence (adapter None: the base model); ``adapters[a]`` = (rank, layers, [(d_in, d_out)
+    per adapted matrix of one layer, on this GPU]). Every token of every sequence, through every
+    layer and matrix, shrinks (d_in x r) and expands (r x d_out): 2 r d_in + 2 r d_out FLOPs; each
+    distinct adapter's matrices are read once."""
+    flops = 0.0
+    seen = []
+    for a, tokens in batch:
+        if a is None:
+            continue
+        rank, layers, dims = adapters[a]
+        for _ in range(tokens):
+            for _ in range(int(layers)):
+                for d_in, d_out in dims:
+                    flops += 2.0 * rank * d_in + 2.0 * rank * d_out
+            if layers != int(layers):  # a fractional share of a pipeline stage's layers
+                flops += (layers - int(layers)) * sum(2.0 * rank * (d_in + d_out) for d_in, d_out in dims)
+        if a not in seen:
+            seen.append(a)
+    nbytes = 0.0
+    for a in seen:
+        rank, layers, dims = adapters[a]
+        nbytes += layers * sum(rank * (d_in + d_out) for d_in, d_out in dims) * lora_dtype_bytes
+    return flops, nbytes
+
+
+def step_time_lora(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_ctx_sum, n_logits, batch, adapters):
+    """A step whose sequences run LoRA adapters (see :func:`lora_work` for ``batch``, ``adapters``)."""
+    flops, nbytes = lora_work(batch, adapters)
+    return iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_ctx_sum, decode_ctx_sum,
+                          n_logits, flops, nbytes)
 
 
 def blocks_for(tokens: int, block_size: int) -> int:

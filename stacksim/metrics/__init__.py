@@ -29,7 +29,9 @@ RI_INPUT, RI_OUTPUT, RI_WORKLOAD, RI_DEPLOYMENT, RI_REPLICA, RI_PREEMPTIONS, RI_
 # Prefix caching (serving/prefix_cache.py): cached prompt tokens at the first admission
 # (exported), the last lookup's hit, and the cache version that lookup saw (0: no blocks attached).
 RI_CACHED, RI_PFX_HIT, RI_PFX_VER = 9, 10, 11
-RI_ROWS = 12
+# Multi-LoRA (serving/lora.py): the request's adapter, 1..n of its deployment's adapters; 0 = base model.
+RI_LORA = 12
+RI_ROWS = 13
 _F_ROWS = {"arrival_s": RF_ARRIVAL, "admitted_s": RF_ADMITTED, "first_token_s": RF_FIRST, "finish_s": RF_FINISH}
 _I_ROWS = {
     "input_tokens": RI_INPUT,
@@ -55,6 +57,9 @@ class RequestTable:
     def __init__(self, capacity: int = 1024):
         self.n = 0
         self.blocks: dict[int, tuple[np.ndarray, int]] = {}
+        # Prompt tokens whose KV a request brings along (disaggregated decode legs, serving/disagg.py):
+        # the prefix cache counts them as present at the request's first admission.
+        self.kv_transferred: dict[int, int] = {}
         cap = max(16, capacity)
         self.RF = np.full((5, cap), np.nan)
         self.RI = np.zeros((RI_ROWS, cap), dtype=np.int64)

@@ -24,6 +24,8 @@ Layout of ``summary.json`` (all latencies in milliseconds, all money in US dolla
   (``whole_pool``, or ``allocated_replica_hours`` for an on-demand or spot pool whose deployments
   all autoscale), utilisation (busy GPU-time over all the pool's GPU-time: idle GPUs count as 0),
   mean_queue (requests waiting in the pool's replicas, summed)
+- ``disaggregated.<group>``: prefill/decode pairs (serving/disagg_results.py): requests, client
+  latencies, SLO attainment and goodput, throughput, KV transfers, utilisation, the xPyD ratio
 - ``spend``: gpu_usd (the run), gpu_usd_per_hour, gpu_usd_per_month (x 730 h, the run's rate held
   for a month), basis
 """
@@ -118,7 +120,13 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
     # The serving table: every request a replica saw (sent directly, or a gateway attempt).
     serving = pd.DataFrame({k: v[arrived_mask] for k, v in cols.items()})
     serving.insert(0, "request_id", np.flatnonzero(arrived_mask))
-    direct = serving[serving["call"].to_numpy() < 0].assign(via="direct")
+    is_direct = serving["call"].to_numpy() < 0
+    if sim.disagg is not None:  # the legs of disaggregated requests are serving rows, not client rows
+        from stacksim.serving.disagg_results import leg_clients
+
+        serving["disagg"] = leg_clients(sim, serving["request_id"].to_numpy())
+        is_direct &= serving["disagg"].to_numpy() < 0
+    direct = serving[is_direct].drop(columns="disagg", errors="ignore").assign(via="direct")
     calls = attempts = None
     if sim.gateway is not None:
         from stacksim.gateway.results import attempts_frame, calls_frame
@@ -128,6 +136,11 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
         df = pd.concat([direct, calls], ignore_index=True) if len(direct) else calls.copy()
     else:
         df = direct.reset_index(drop=True)
+    if sim.disagg is not None:
+        from stacksim.serving.disagg_results import clients_frame
+
+        dz = clients_frame(sim, end)
+        df = pd.concat([df, dz], ignore_index=True) if len(df) else dz
     wl_codes = df["workload"].to_numpy()
     for frame in (df, serving):
         frame["workload"] = pd.Categorical.from_codes(frame["workload"].to_numpy(), categories=sim.workload_names)
@@ -137,6 +150,11 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
     for tag in sorted({k for tags in sim.workload_tags for k in tags}):
         values = [tags.get(tag, "") for tags in sim.workload_tags]
         df[f"tag_{tag}"] = pd.Categorical(np.array(values, dtype=object)[wl_codes])
+    if any(d.rd.lora is not None for d in sim.deployments.values()):  # multi-LoRA: adapter (and tenant) per request
+        from stacksim.serving.lora import request_columns
+
+        for col, values in request_columns(sim, df).items():
+            df[col] = values
     lat = _latencies(df)
     df["ttft_s"] = lat["ttft"]
     df["tpot_s"] = lat["tpot"]
@@ -253,6 +271,10 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
         }
         if auto is not None:
             deployments[name]["autoscaling"] = auto
+        if rd.lora is not None:
+            from stacksim.serving.lora import lora_summary
+
+            deployments[name]["lora"] = lora_summary(dep, rd.lora, sim.reqs, serving["request_id"].to_numpy()[sel])
     pools: dict[str, Any] = {}
     total_spend = 0.0
     for name, rp in rs.pools.items():
@@ -341,6 +363,10 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
         summary["gateway"] = gateway_summary(sim, df[df["via"] == "gateway"], attempts, end)
         summary["spend"]["api_usd"] = summary["gateway"]["spend"]["api_usd"]
         summary["spend"]["egress_usd"] = summary["gateway"]["spend"]["egress_usd"]
+    if sim.disagg is not None:
+        from stacksim.serving.disagg_results import disagg_summary
+
+        summary["disaggregated"] = disagg_summary(sim, df, summary, end)
     if sim.faults.occurrences:
         from stacksim.gateway.results import faults_summary
 

@@ -302,6 +302,11 @@ def resolved_yaml(rs: ResolvedScenario) -> str:
         data["pools"][name]["price_usd_per_gpu_hour"] = rp.price_usd_per_gpu_hour
     for name, rd in rs.deployments.items():
         data["deployments"][name]["engine"]["max_model_len"] = rd.max_model_len
+        if rd.lora is not None:  # the host cache size and copy rate used
+            data["deployments"][name]["engine"]["lora"]["max_cpu_loras"] = rd.lora.max_cpu_loras
+            data["deployments"][name]["engine"]["lora"]["load"]["from_cpu_gb_per_s"] = rd.lora.host_gb_per_s
+    for name, rg in rs.disaggregated.items():  # the link's defaults, filled in
+        data["disaggregated"][name]["transfer"].update(bandwidth_gbps=rg.bandwidth_gbps, latency_ms=rg.latency_ms)
     for w in data["workloads"].values():
         for key in ("arrival", "input_tokens", "output_tokens"):
             if "path" in w[key]:  # absolute, so the resolved file runs from anywhere

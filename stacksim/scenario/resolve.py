@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,7 +27,11 @@ from stacksim.serving.costmodel import (
     memory_plan,
     speculation,
 )
+from stacksim.serving.lora import LoraError, ResolvedLora, resolve_lora, workload_problems
 from stacksim.workload.traces import TraceFormatError, load_trace
+
+if TYPE_CHECKING:
+    from stacksim.serving.disagg import ResolvedDisagg
 
 FieldPath = tuple[str | int, ...]
 
@@ -55,6 +60,7 @@ class ResolvedDeployment:
     plan: MemoryPlan
     params: np.ndarray
     max_model_len: int
+    lora: ResolvedLora | None = None  # engine.lora resolved (serving/lora.py)
 
     @property
     def slots(self) -> int:
@@ -80,6 +86,7 @@ class ResolvedScenario:
     lines: dict[FieldPath, int] = field(default_factory=dict)
     regions: RegionMap | None = None
     gateway_plan: GatewayPlan | None = None
+    disaggregated: dict[str, ResolvedDisagg] = field(default_factory=dict)  # prefill/decode groups (serving/disagg.py)
 
     def path(self, rel: str) -> str:
         p = Path(rel)
@@ -203,11 +210,18 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
             except SpeculationError as exc:
                 problems.append(PathProblem(where + exc.path, str(exc)))
                 continue
+        lora = None
+        if eng.lora is not None:  # adapter sizes, costs, load times; its GPU slots come out of the KV cache
+            try:
+                lora = resolve_lora(eng.lora, model, pool.accelerator, tp, pp, eng.speculative is not None)
+            except LoraError as exc:
+                problems.append(PathProblem(where + exc.path, str(exc)))
+                continue
         try:
             plan = memory_plan(
                 model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype, eng.block_size,
                 eng.gpu_memory_utilization, eng.max_num_batched_tokens, eng.max_num_seqs, eng.runtime_overhead_gb,
-                spec=specdec,
+                spec=specdec, lora_bytes_per_gpu=lora.slot_bytes_per_gpu if lora is not None else 0.0,
             )
         except DoesNotFit as exc:
             problems.append(PathProblem(where, str(exc)))
@@ -246,7 +260,7 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
             continue
         params = cost_params(model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype, eng.cost_model, eng.kind,
                              spec=specdec)
-        rs.deployments[name] = ResolvedDeployment(name, dep, model, pool, plan, params, mml)
+        rs.deployments[name] = ResolvedDeployment(name, dep, model, pool, plan, params, mml, lora)
 
     for pname, n in used.items():
         have = sc.pools[pname].count
@@ -265,10 +279,14 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
             )
 
     from stacksim.scenario.resolve_agents import resolve_agents
+    from stacksim.scenario.resolve_disagg import resolve_disagg
     from stacksim.scenario.resolve_stack import resolve_stack
 
     resolve_stack(rs, problems)
     resolve_agents(rs, problems)
+    for path, msg in workload_problems(sc, {n: rd.lora for n, rd in rs.deployments.items()}):
+        problems.append(PathProblem(path, msg))
+    resolve_disagg(rs, problems)
     for wname, w in sc.workloads.items():
         where = ("workloads", wname)
         if isinstance(w.arrival, S.Offline) and w.max_requests is None:

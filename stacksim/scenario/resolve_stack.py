@@ -39,9 +39,11 @@ def resolve_stack(rs: ResolvedScenario, problems: list[PathProblem]) -> None:
     groups = plan.groups if plan is not None else {}
     for wname, w in sc.workloads.items():
         where = ("workloads", wname)
-        via_gateway = w.target not in sc.deployments
+        via_gateway = w.target not in sc.deployments and w.target not in sc.disaggregated
         if via_gateway and w.target not in groups:
             valid = [f"deployments: {', '.join(sc.deployments) or 'none'}"]
+            if sc.disaggregated:
+                valid.append(f"disaggregated: {', '.join(sc.disaggregated)}")
             if sc.gateway is not None:
                 what = "Portkey configs" if sc.gateway.kind == "portkey" else "gateway model_name"
                 valid.append(f"{what}: {', '.join(groups) or 'none'}")
@@ -51,7 +53,7 @@ def resolve_stack(rs: ResolvedScenario, problems: list[PathProblem]) -> None:
             problems.append(PathProblem(where + ("arrival", "kind"), "closed_loop clients send straight to a deployment; through the gateway use an open-loop arrival"))
         for field, value in (("region", w.region), ("residency", w.residency), ("prompts", w.prompts)):
             if value is not None and not via_gateway:
-                problems.append(PathProblem(where + (field,), f"{field} applies to requests through the gateway; '{w.target}' is a deployment"))
+                problems.append(PathProblem(where + (field,), f"{field} applies to requests through the gateway; '{w.target}' is a deployment" + (" group" if w.target in sc.disaggregated else "")))
         if w.region is not None and w.region not in rm.places:
             problems.append(PathProblem(where + ("region",), f"unknown region '{w.region}'; valid: {valid_regions}"))
         if w.residency is not None and w.residency not in sc.residency:

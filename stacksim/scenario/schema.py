@@ -16,8 +16,10 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from stacksim.scenario.schema_base import Name, Strict
+from stacksim.scenario.schema_disagg import Disaggregated
 from stacksim.scenario.schema_gateway import Gateway, PromptRepeats
 from stacksim.scenario.schema_lifecycle import Lifecycle
+from stacksim.scenario.schema_lora import Lora, LoraTenants
 from stacksim.scenario.schema_stack import Fault, ProviderEndpoint, Region, ResidencyClass
 
 # --------------------------------------------------------------------------- compute
@@ -170,6 +172,8 @@ class VllmEngine(Strict):
         "NCCL buffers (vLLM start-up logs typically show 0.5-2 GiB).",
     )
     speculative: Speculative | None = Field(default=None, description="Speculative decoding; omitted: none.")
+    lora: Lora | None = Field(default=None, description="Multi-LoRA serving (vLLM --enable-lora); omitted: the base model "
+                              "only (serving/lora.py).")
 
 
 Engine = Annotated[VllmEngine, Field(discriminator="kind")]
@@ -193,8 +197,15 @@ class SharedQueue(Strict):
     kind: Literal["shared_queue"]
 
 
+class LoraAffinity(Strict):
+    """Adapter-aware routing (engine.lora): a request goes to the least-loaded replica that holds its
+    adapter in a GPU slot or was last sent that adapter; else to the least-loaded replica."""
+
+    kind: Literal["lora_affinity"]
+
+
 LoadBalancer = Annotated[
-    RoundRobin | LeastOutstanding | RandomBalancer | SharedQueue, Field(discriminator="kind")
+    RoundRobin | LeastOutstanding | RandomBalancer | SharedQueue | LoraAffinity, Field(discriminator="kind")
 ]
 
 
@@ -434,7 +445,8 @@ Length = Annotated[
 class Workload(Strict):
     """A stream of requests sent to one deployment, or to a model group of the gateway."""
 
-    target: str = Field(description="A key of `deployments:` or a `model_name` of the gateway's model_list.")
+    target: str = Field(description="A key of `deployments:`, a key of `disaggregated:` (a prefill/decode pair) or a "
+                        "`model_name` of the gateway's model_list.")
     arrival: Arrival
     input_tokens: Length
     output_tokens: Length
@@ -443,6 +455,9 @@ class Workload(Strict):
     region: str | None = Field(default=None, description="Where the requests come from (gateway targets). Default: the gateway's first region.")
     residency: str | None = Field(default=None, description="A key of residency: limiting where the data may go.")
     prompts: PromptRepeats | None = Field(default=None, description="Repeated prompts (so an exact cache can hit). Default: all distinct.")
+    lora: str | LoraTenants | None = Field(default=None, description="The LoRA adapter these requests use (a key of the "
+                                           "target deployment's engine.lora.adapters), or tenants mapped to adapters. "
+                                           "Omitted: the base model.")
 
 
 class Slo(Strict):
@@ -472,6 +487,8 @@ class Scenario(Strict):
     residency: dict[Name, ResidencyClass] = Field(default_factory=dict)
     providers: dict[Name, ProviderEndpoint] = Field(default_factory=dict, description="Hosted API endpoints.")
     gateway: Gateway | None = None
+    disaggregated: dict[Name, Disaggregated] = Field(
+        default_factory=dict, description="Prefill/decode pairs that workloads target by name (serving/disagg.py).")
     faults: list[Fault] = Field(default_factory=list)
     tools: dict[Name, Tool] = Field(default_factory=dict, description="MCP tools agents call.")
     vector_stores: dict[Name, VectorStore] = Field(default_factory=dict, description="Retrieval indexes and long-term memory stores.")

@@ -24,6 +24,15 @@ changes three things, and only when it is on: a decode step costs :func:`K.spec_
 per decoding sequence (vLLM V1 counts the speculative tokens), and emits ``K.spec_tokens`` tokens
 per sequence (the expectation E of Leviathan et al.'s eq. 1, rounded step by step; capped at a
 request's last token). Without it every branch below takes the path it took before.
+
+Multi-LoRA (``engine.lora``; :mod:`.lora`) keeps its state in a region of ``I`` at ``I[LORA_OFF]``
+(0: off) and its per-adapter costs in ``F`` at ``I[LORA_FOFF]``: held sequences per adapter, the
+GPU slots and the host cache with their LRU stamps, and a log of loads, evictions, admissions and
+releases that the replica replays after each call. Admission skips a request whose adapter would
+make one distinct adapter too many among the held sequences (vLLM: "Scheduling would exceed
+max_loras, skip") and looks at the next; admitting one whose adapter is in no GPU slot loads it,
+and the step is longer by the load (``F[LORA_STALL]``). Requests without an adapter, and
+deployments without LoRA, take exactly the path they took before.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from stacksim.metrics import (
     RI_CACHED,
     RI_GEN_DONE,
     RI_INPUT,
+    RI_LORA,
     RI_OUTPUT,
     RI_PFX_HIT,
     RI_PFX_VER,
@@ -51,6 +61,20 @@ from stacksim.metrics import (
     RI_REPLICA,
     RI_STATUS,
     RUNNING,
+)
+from stacksim.serving.core_lora import (
+    LH_DISTINCT,
+    LH_MARK,
+    LH_ML,
+    LH_NA,
+    LH_SIZE,
+    LORA_FOFF,
+    LORA_LOG_FIELDS,
+    LORA_LOG_PER_SEQ,
+    LORA_OFF,
+    LORA_STALL,
+    lora_acquire,
+    lora_release,
 )
 
 STRETCH_CAP = 4096  # longest decode stretch computed at once (it then ends and re-plans)
@@ -89,6 +113,7 @@ MIN_FREE = 24  # fewest free KV blocks since the last logged event (evictions ha
 EV_N = 25  # prefix-cache events logged since the replica last replayed them
 SPEC = 26  # speculative decoding: proposed tokens per step k (0: off), copied from p by plan()
 SPEC_S = 27  # speculative decode steps taken so far (K.spec_tokens rounds E step by step from it)
+# 28, 29: LORA_OFF, LORA_FOFF (multi-LoRA, serving/core_lora.py)
 IO = 32  # first array offset
 MODE_NONE, MODE_STEP, MODE_STRETCH = 0, 1, 2
 NEED_LOOKUP = -4.0  # plan(): look up I[NEED] in the prefix cache, then call plan again
@@ -100,6 +125,7 @@ BUSY_S = 2
 ITL_FROM = 3
 LV = 4  # level state: K.LEVEL_STATE values (see kernels.cost.level_set)
 SPEC_E = 14  # speculative decoding: expected tokens per sequence per step, copied from p by plan()
+# 15: LORA_STALL (multi-LoRA, serving/core_lora.py)
 FO = 16  # first array offset
 
 PF_FIELDS = 6  # rid, done, target, generated, seq, chunk
@@ -111,8 +137,9 @@ EV_PER_SEQ = 4
 EV_INSERT, EV_RELEASE, EV_ACQUIRE = 1, 2, 3
 
 
-def layout(max_seqs: int, n_arrivals: int) -> tuple[dict[str, int], int, int]:
-    """Offsets of the arrays inside I and F, and their sizes."""
+
+def layout(max_seqs: int, n_arrivals: int, n_adapters: int = 0, max_loras: int = 0) -> tuple[dict[str, int], int, int]:
+    """Offsets of the arrays inside I and F, and their sizes (``n_adapters`` > 0: with a LoRA region)."""
     off: dict[str, int] = {}
     o = IO
     for name in ("ctx", "rem", "seq", "rid", "done"):
@@ -126,12 +153,20 @@ def layout(max_seqs: int, n_arrivals: int) -> tuple[dict[str, int], int, int]:
     o += EV_FIELDS * EV_PER_SEQ * max_seqs
     off["arr"] = o
     o += n_arrivals
+    if n_adapters > 0:
+        off["lora"] = o
+        o += LH_SIZE + 3 * (n_adapters + 1) + 2 * max_loras
+        off["lora_log"] = o
+        o += LORA_LOG_FIELDS * (LORA_LOG_PER_SEQ * max_seqs + 4)
     size_i = o
     f = FO
     off["cum"] = f
     f += STRETCH_CAP
     off["arr_t"] = f
     f += n_arrivals
+    if n_adapters > 0:
+        off["lora_f"] = f
+        f += 4 * (n_adapters + 1)
     return off, size_i, f
 
 
@@ -160,6 +195,41 @@ def _log(I, RI, kind, rid):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def _lora_work(I, F, RI, lo, n_dec, prefills):  # type: ignore[no-untyped-def]
+    """LoRA FLOPs and adapter bytes (this GPU) of a step: every decoding sequence's token when
+    ``n_dec`` > 0, then every prefill chunk (when ``prefills``); each distinct adapter read once."""
+    ms = I[MAX_SEQS]
+    na = I[lo + LH_NA]
+    o_mark = lo + LH_SIZE + 2 * (na + 1)
+    fo = I[LORA_FOFF]
+    I[lo + LH_MARK] += 1
+    m = I[lo + LH_MARK]
+    flops = 0.0
+    nbytes = 0.0
+    if n_dec > 0:
+        o_rid = IO + 3 * ms
+        for i in range(I[N]):
+            a = RI[RI_LORA, I[o_rid + i]]
+            if a > 0:
+                flops += F[fo + a]
+                if I[o_mark + a] != m:
+                    I[o_mark + a] = m
+                    nbytes += F[fo + (na + 1) + a]
+    if prefills:
+        o_pf = IO + 5 * ms
+        for j in range(I[NPF]):
+            b = o_pf + j * PF_FIELDS
+            c = I[b + 5]
+            a = RI[RI_LORA, I[b]]
+            if c > 0 and a > 0:
+                flops += c * F[fo + a]
+                if I[o_mark + a] != m:
+                    I[o_mark + a] = m
+                    nbytes += F[fo + (na + 1) + a]
+    return flops, nbytes
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def _levels(I, F, lacc, now, busy):  # type: ignore[no-untyped-def]
     level_set(lacc, F[LV : LV + K.LEVEL_STATE], now, float(I[WQ_LEN]), float(I[N] + I[NPF]),
               (I[TOTAL] - I[FREE]) / I[TOTAL], busy)
@@ -183,6 +253,8 @@ def _finish(I, RF, RI, rid, now):  # type: ignore[no-untyped-def]
     RI[RI_STATUS, rid] = COMPLETED
     RF[RF_FINISH, rid] = now
     _log(I, RI, EV_RELEASE, rid)
+    if I[LORA_OFF] > 0 and RI[RI_LORA, rid] > 0:
+        lora_release(I, I[LORA_OFF], RI[RI_LORA, rid], rid)
     I[IO + (5 + PF_FIELDS) * I[MAX_SEQS] + I[DONE_N]] = rid
     I[DONE_N] += 1
 
@@ -222,9 +294,15 @@ def _wq_push_front(I, W, rid):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _wq_pop(I, W):  # type: ignore[no-untyped-def]
-    rid = W[I[WQ_HEAD]]
-    I[WQ_HEAD] = (I[WQ_HEAD] + 1) % W.shape[0]
+def _wq_take(I, W, pos):  # type: ignore[no-untyped-def]
+    """Remove and return the request at queue position ``pos`` (0: the head); those before it
+    keep their order at the front (vLLM puts the requests it skipped back at the head)."""
+    cap = W.shape[0]
+    h = I[WQ_HEAD]
+    rid = W[(h + pos) % cap]
+    for m in range(pos, 0, -1):
+        W[(h + m) % cap] = W[(h + m - 1) % cap]
+    I[WQ_HEAD] = (h + 1) % cap
     I[WQ_LEN] -= 1
     return rid
 
@@ -269,6 +347,8 @@ def _preempt_one(I, W, RF, RI, now):  # type: ignore[no-untyped-def]
     RI[RI_GEN_DONE, rid] = gen
     RI[RI_PREEMPTIONS, rid] += 1
     RI[RI_STATUS, rid] = QUEUED
+    if I[LORA_OFF] > 0 and RI[RI_LORA, rid] > 0:
+        lora_release(I, I[LORA_OFF], RI[RI_LORA, rid], rid)
     if RI[RI_PFX_VER, rid] != 0:
         _log(I, RI, EV_RELEASE, rid)
         RI[RI_PFX_VER, rid] = -1  # its length grew: look it up again when it comes back
@@ -277,10 +357,10 @@ def _preempt_one(I, W, RF, RI, now):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _admit(I, W, RF, RI, now, hit):  # type: ignore[no-untyped-def]
-    """Move the head of the queue into the prefill list, its first ``hit`` tokens already in
-    the prefix cache (their blocks taken now); returns its index there."""
-    rid = _wq_pop(I, W)
+def _admit(I, W, F, RF, RI, now, hit, pos):  # type: ignore[no-untyped-def]
+    """Move the request at queue position ``pos`` into the prefill list, its first ``hit`` tokens
+    already in the prefix cache (their blocks taken now); returns its index there."""
+    rid = _wq_take(I, W, pos)
     gen = RI[RI_GEN_DONE, rid]
     I[ADMITS] += 1
     j = I[NPF]
@@ -299,14 +379,17 @@ def _admit(I, W, RF, RI, now, hit):  # type: ignore[no-untyped-def]
     if hit > 0:
         _log(I, RI, EV_ACQUIRE, rid)  # before taking the blocks: reusing cached ones evicts nothing
         _take_blocks(I, hit // I[BS])
+    if I[LORA_OFF] > 0 and RI[RI_LORA, rid] > 0:
+        lora_acquire(I, F, I[LORA_OFF], RI[RI_LORA, rid], rid)
     return j
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _admissions(I, W, RF, RI, now, budget, avail, wm, dry):  # type: ignore[no-untyped-def]
+def _admissions(I, W, F, RF, RI, now, budget, avail, wm, dry):  # type: ignore[no-untyped-def]
     """Admit waiting requests in FCFS order while the token budget, the sequence limit and free
     KV blocks allow (chunked: a first chunk each; unchunked: whole prompts). Only the tokens not
-    in the prefix cache are computed; the cached ones still take KV blocks.
+    in the prefix cache are computed; the cached ones still take KV blocks. With LoRA, a request
+    whose adapter would be one distinct adapter too many is skipped and the next one considered.
 
     Returns (chunks added, -1). With ``dry`` nothing changes: it walks the same path and returns
     (0, rid) at the first request whose prefix-cache lookup is not current, or (0, -1), so that
@@ -317,12 +400,28 @@ def _admissions(I, W, RF, RI, now, budget, avail, wm, dry):  # type: ignore[no-u
     o_pf = IO + 5 * ms
     cap = W.shape[0]
     pfx = I[PFX_ON]
-    k = 0  # queue position (a dry run looks further down instead of popping)
+    lo = I[LORA_OFF]
+    m = 0
+    if lo > 0 and dry:
+        I[lo + LH_MARK] += 1  # adapters a dry run has added to the batch carry this mark
+        m = I[lo + LH_MARK]
+    nloc = 0  # adapters a dry run has added
+    k = 0  # queue position of the candidate (skipped requests, and a dry run's admissions, stay in the queue)
+    nd = 0  # a dry run's admissions
     nchunks = 0
-    while k < I[WQ_LEN] and I[N] + I[NPF] + k < ms:
+    while k < I[WQ_LEN] and I[N] + I[NPF] + nd < ms:
         if I[CHUNKED] and (budget <= 0 or avail <= wm):
             break
         rid = W[(I[WQ_HEAD] + k) % cap]
+        a = 0
+        if lo > 0:
+            a = RI[RI_LORA, rid]
+            if a > 0:
+                na = I[lo + LH_NA]
+                held = I[lo + LH_SIZE + a] > 0 or (dry and I[lo + LH_SIZE + 2 * (na + 1) + a] == m)
+                if not held and I[lo + LH_DISTINCT] + nloc >= I[lo + LH_ML]:
+                    k += 1  # vLLM: "Scheduling would exceed max_loras, skip."
+                    continue
         hit = 0
         if pfx and RI[RI_PFX_VER, rid] != 0:
             if RI[RI_PFX_VER, rid] != I[CACHE_VER]:
@@ -342,8 +441,14 @@ def _admissions(I, W, RF, RI, now, budget, avail, wm, dry):  # type: ignore[no-u
                 break
         if dry:
             k += 1
+            nd += 1
+            if a > 0:
+                o_mark = lo + LH_SIZE + 2 * (I[lo + LH_NA] + 1)
+                if I[lo + LH_SIZE + a] == 0 and I[o_mark + a] != m:
+                    I[o_mark + a] = m
+                    nloc += 1
         else:
-            j = _admit(I, W, RF, RI, now, hit)
+            j = _admit(I, W, F, RF, RI, now, hit, k)
             I[o_pf + j * PF_FIELDS + 5] = c
             nchunks += 1
         budget -= c
@@ -361,7 +466,7 @@ def _spec_reserve(I, p):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
+def _schedule(I, W, F, RF, RI, p, now):  # type: ignore[no-untyped-def]
     """Plan the next step. Returns its duration, -1.0 for a pure-decode stretch, or NEED_LOOKUP
     (having changed nothing but scratch chunk sizes) when a request to admit needs a lookup."""
     ms = I[MAX_SEQS]
@@ -369,6 +474,7 @@ def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
     o_ctx = IO
     o_pf = IO + 5 * ms
     spec = I[SPEC] > 0  # speculative decoding: a decode emits K.spec_tokens tokens, not one
+    F[LORA_STALL] = 0.0  # adapter loads of this step (multi-LoRA)
     if I[WQ_LEN] == 0 and I[NPF] == 0 and I[FREE] >= (_spec_reserve(I, p) if spec else I[N]):
         return -1.0
     reserve = 0
@@ -411,11 +517,11 @@ def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
         admit = I[NPF] == 0  # a step is all prefill or all decode
     if admit and not preempted and I[WQ_LEN] > 0:
         if I[PFX_ON]:
-            need = _admissions(I, W, RF, RI, now, budget, avail, wm, True)[1]
+            need = _admissions(I, W, F, RF, RI, now, budget, avail, wm, True)[1]
             if need >= 0:
                 I[NEED] = need
                 return NEED_LOOKUP
-        nchunks += _admissions(I, W, RF, RI, now, budget, avail, wm, False)[0]
+        nchunks += _admissions(I, W, F, RF, RI, now, budget, avail, wm, False)[0]
     if nchunks == 0:
         if I[N] > 0:
             return -1.0
@@ -437,6 +543,10 @@ def _schedule(I, W, RF, RI, p, now):  # type: ignore[no-untyped-def]
         if done + c >= I[b + 2]:
             n_logits += 1
     I[NDEC] = n_dec
+    if I[LORA_OFF] > 0:
+        lf, lb = _lora_work(I, F, RI, I[LORA_OFF], n_dec, True)
+        return F[LORA_STALL] + K.step_time_lora(p, float(n_pf), pairs, ctx_read, float(n_dec),
+                                                float(I[CTX_SUM]) if n_dec else 0.0, float(n_logits), lf, lb)
     if spec:
         return K.spec_step_time(p, float(n_pf), pairs, ctx_read, float(n_dec), float(I[CTX_SUM]) if n_dec else 0.0,
                                 float(n_logits))
@@ -577,7 +687,7 @@ def plan(now, I, F, W, lacc, RF, RI, p):  # type: ignore[no-untyped-def]
         if I[ARR_POS] < I[ARR_N]:
             return F[FO + STRETCH_CAP + I[ARR_POS]] - now
         return -1.0
-    dur = _schedule(I, W, RF, RI, p, now)
+    dur = _schedule(I, W, F, RF, RI, p, now)
     if dur < -3.5:
         return NEED_LOOKUP  # nothing changed; the replica looks the request up and calls again
     _levels(I, F, lacc, now, 1.0)
@@ -592,6 +702,10 @@ def plan(now, I, F, W, lacc, RF, RI, p):  # type: ignore[no-untyped-def]
     if I[SPEC] > 0:
         k = K.plan_stretch_spec(p, I[IO : IO + ms], I[IO + ms : IO + 2 * ms], I[N], I[FREE], I[BS], STRETCH_CAP,
                                 float(I[CTX_SUM]), F[o_cum : o_cum + STRETCH_CAP], I[SPEC_S], F[SPEC_E])
+    elif I[LORA_OFF] > 0:
+        lf, lb = _lora_work(I, F, RI, I[LORA_OFF], I[N], False)
+        k = K.plan_stretch_lora(p, I[IO : IO + ms], I[IO + ms : IO + 2 * ms], I[N], I[FREE], I[BS], STRETCH_CAP,
+                                float(I[CTX_SUM]), F[o_cum : o_cum + STRETCH_CAP], lf, lb)
     else:
         k = K.plan_stretch(p, I[IO : IO + ms], I[IO + ms : IO + 2 * ms], I[N], I[FREE], I[BS], STRETCH_CAP,
                            float(I[CTX_SUM]), F[o_cum : o_cum + STRETCH_CAP])

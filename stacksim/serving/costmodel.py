@@ -190,6 +190,8 @@ class MemoryPlan:
     # Speculative decoding: the proposer's weights and its KV per token (draft model, MTP layer).
     proposer_weights_per_gpu_gb: float = 0.0
     proposer_kv_bytes_per_token_per_gpu: float = 0.0
+    # Multi-LoRA: the GPU adapter slots vLLM pre-allocates (max_loras x max_lora_rank; serving/lora.py).
+    lora_slots_per_gpu_gb: float = 0.0
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -219,8 +221,11 @@ def memory_plan(
     max_num_seqs: int,
     runtime_overhead_gb: float,
     spec: Speculation | None = None,
+    lora_bytes_per_gpu: float = 0.0,
 ) -> MemoryPlan:
     """Memory per GPU, and the KV blocks that fit after weights, activations and overhead.
+
+    ``lora_bytes_per_gpu``: the LoRA adapter slots (``serving/lora.py``), taken before the KV cache.
 
     With speculative decoding the proposer's weights (draft model or MTP layer, in the
     deployment's precision, sharded like the target) share the GPUs, and every block holds the
@@ -241,7 +246,7 @@ def memory_plan(
     mem = acc.memory_gb * GIB
     usable = mem * gpu_memory_utilization
     overhead = runtime_overhead_gb * GIB
-    kv_room = usable - weight_bytes - act - overhead - prop_weights
+    kv_room = usable - weight_bytes - act - overhead - prop_weights - lora_bytes_per_gpu
     per_token = kv_bytes_per_token_per_gpu(model, tp, pp, kv_dtype_bytes)
     blocks = int(kv_room // ((per_token + prop_per_token) * block_size)) if kv_room > 0 else 0
     plan = MemoryPlan(
@@ -257,10 +262,13 @@ def memory_plan(
         block_size=block_size,
         proposer_weights_per_gpu_gb=prop_weights / GIB,
         proposer_kv_bytes_per_token_per_gpu=prop_per_token,
+        lora_slots_per_gpu_gb=lora_bytes_per_gpu / GIB,
     )
     if blocks <= 0:
         draft = (f", the {spec.method} proposer's {plan.proposer_weights_per_gpu_gb:.1f} GiB"
                  if spec is not None and spec.proposer is not None else "")
+        if lora_bytes_per_gpu > 0:
+            draft += f", LoRA adapter slots {plan.lora_slots_per_gpu_gb:.1f} GiB"
         raise DoesNotFit(
             f"{model.id} in {precision} does not fit on {gpus} x {acc.id} (tp={tp}, pp={pp}): per GPU "
             f"{plan.usable_per_gpu_gb:.1f} GiB usable ({acc.memory_gb:g} GiB x gpu_memory_utilization "

@@ -140,13 +140,13 @@ class DeploymentRuntime:
         reps = self.replicas
         up = [r for r in reps if r.accepting]
         if len(up) == len(reps):
-            reps[self.balancer.pick(reps)].enqueue(rid)
+            reps[self.balancer.pick(reps, rid)].enqueue(rid)
         elif not up:
             self._fail_now(rid)
         elif isinstance(self.balancer, RandomPick):
             up[int(self.balancer.rng.integers(len(up)))].enqueue(rid)
         else:  # round robin and least outstanding skip the replicas that are down
-            up[self.balancer.pick(up) % len(up)].enqueue(rid)
+            up[self.balancer.pick(up, rid) % len(up)].enqueue(rid)
 
     def pull(self, replica: Any) -> None:
         """Shared queue: move requests to ``replica`` while it has free sequence slots."""

@@ -39,13 +39,14 @@ event (``min_free``), so evictions happen where the scheduler's allocations were
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
 
-from stacksim.metrics import RI_INPUT, RI_PFX_HIT, RI_PFX_VER, RequestTable
+from stacksim.metrics import RF_ADMITTED, RI_INPUT, RI_PFX_HIT, RI_PFX_VER, RequestTable
 
 INSERT, RELEASE, ACQUIRE = 1, 2, 3
 
@@ -100,6 +101,11 @@ class PrefixCache:
         RI = reqs.RI
         hashes, bt = reqs.blocks[rid]
         hit = hit_tokens(self.longest_prefix(hashes.tolist()), bt, int(RI[RI_INPUT, rid]), n_tokens, self.block_size)
+        pre = reqs.kv_transferred.get(rid)
+        if pre is not None and math.isnan(reqs.RF[RF_ADMITTED, rid]):
+            # Its prompt's KV arrived from a prefill instance (disaggregated serving): present at its
+            # first admission whether cached here or not (a preempted request recomputes, as vLLM does).
+            hit = max(hit, hit_tokens(-(-pre // bt), bt, int(RI[RI_INPUT, rid]), n_tokens, self.block_size))
         RI[RI_PFX_HIT, rid] = hit
         RI[RI_PFX_VER, rid] = self.version
         return hit

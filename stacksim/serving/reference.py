@@ -31,6 +31,14 @@ tokens of the step's budget per decoding sequence (vLLM V1 counts speculative to
 sequence: the expected count E = (1 - a^(k+1)) / (1 - a) (Leviathan et al., ICML 2023, eq. 1),
 rounded step by step, none past a request's last token. Prefill steps emit one token, as before.
 
+With multi-LoRA (``engine.lora``), at most ``max_loras`` distinct adapters are among the held
+sequences (decoding or in prefill): a waiting request whose adapter would be one too many is
+skipped and the next one considered (vLLM's scheduler skips it too, so base-model requests behind
+it are not blocked). Admitting a request whose adapter is in no GPU slot loads it and the step is
+longer by its loads; :class:`stacksim.serving.lora.LoraSlots` spells out the slot and host-cache
+policy. A step's LoRA work is every token's shrink and expand on its adapter plus each distinct
+adapter's weights once (:func:`stacksim.kernels.cost.step_time_lora`).
+
 Decoding sequences live in slot arrays (`ctx`: tokens with KV stored, `rem`: tokens still to
 generate) that the kernels update in place.
 """
@@ -44,11 +52,12 @@ import numpy as np
 import simpy
 
 from stacksim.kernels import cost as K
-from stacksim.metrics import COMPLETED, QUEUED, RI_PFX_VER, RUNNING, Levels
+from stacksim.metrics import COMPLETED, QUEUED, RI_LORA, RI_PFX_VER, RUNNING, Levels
 
 if TYPE_CHECKING:
     from stacksim.serving.deployment import DeploymentRuntime
 
+from stacksim.serving import lora as LR
 from stacksim.serving.core import ADMIT_WATERMARK, STRETCH_CAP
 from stacksim.serving.prefix_cache import ACQUIRE, INSERT, RELEASE, PrefixCache
 from stacksim.serving.replica import retarget
@@ -123,6 +132,11 @@ class ReferenceReplica:
         self.prefix_cache = PrefixCache(self.reqs, self.B) if eng.prefix_caching else None
         self.pfx_events: list[tuple[int, int, int]] = []  # (kind, rid, min free blocks before it)
         self.min_free = self.total_blocks  # fewest free blocks since the last event
+        # Multi-LoRA state (see the module docstring); adapter ids 1..n, 0 = the base model.
+        rl = dep.rd.lora
+        self.lora = rl
+        self.lora_log = LR.LoraLog(rl) if rl is not None else None
+        self.slots = LR.LoraSlots(rl) if rl is not None else None
         self.proc = env.process(self._run())
 
     # ------------------------------------------------------------------ arrivals
@@ -145,6 +159,10 @@ class ReferenceReplica:
     def load(self) -> int:
         """Sequences running, in prefill or queued here."""
         return self.n + len(self.prefilling) + len(self.waiting)
+
+    def lora_resident(self, a: int) -> bool:
+        """Adapter ``a`` is in one of this replica's GPU slots."""
+        return self.slots is not None and a > 0 and a in self.slots.gpu
 
     def _take_arrivals(self, now: float) -> None:
         pos = self.arr_pos
@@ -222,6 +240,7 @@ class ReferenceReplica:
             if self.shared:
                 self.dep.pull(self)
             if not (self.waiting or self.prefilling or self.n):
+                self._lora_flush()
                 self._levels(0.0)
                 if self.arr_pos < len(self.arr_times):
                     yield env.timeout(self.arr_times[self.arr_pos] - now)
@@ -232,6 +251,7 @@ class ReferenceReplica:
                 continue
             step = self._schedule()
             self._pfx_sync()
+            self._lora_flush()
             self._levels(1.0)
             if step is not None:
                 chunks, n_dec, dur = step
@@ -244,6 +264,10 @@ class ReferenceReplica:
                 if self.spec_k:
                     k = K.plan_stretch_spec(self.p, self.ctx, self.rem, self.n, self.free, self.B, STRETCH_CAP,
                                             float(self.ctx_sum), self.cum, self.spec_steps, self.spec_e)
+                elif self.lora is not None:
+                    lf, lb = self._lora_work(self.n, [])
+                    k = K.plan_stretch_lora(self.p, self.ctx, self.rem, self.n, self.free, self.B, STRETCH_CAP,
+                                            float(self.ctx_sum), self.cum, lf, lb)
                 else:
                     k = K.plan_stretch(self.p, self.ctx, self.rem, self.n, self.free, self.B, STRETCH_CAP, float(self.ctx_sum), self.cum)
                 if k <= 0:  # cannot happen after _schedule's preemption; keep the loop honest
@@ -297,6 +321,9 @@ class ReferenceReplica:
         """Plan the next step; ``None`` means a pure-decode stretch."""
         B = self.B
         g = K.spec_tokens(self.spec_steps, 1, self.spec_e) if self.spec_k else 1  # tokens per decode now
+        lora = self.slots is not None
+        if self.slots is not None:
+            self.slots.stall = 0.0
         if not self.waiting and not self.prefilling and self.free >= (self._decode_blocks(g) if self.spec_k else self.n):
             return None  # decodes only, and every one can take its new blocks: a stretch
         reserve = 0
@@ -325,32 +352,40 @@ class ReferenceReplica:
                 chunks.append((st, c))
                 budget -= c
                 avail -= nb
+            pos = 0  # queue position of the candidate (requests skipped for max_loras stay in front)
             while (
-                not preempted and self.waiting and budget > 0 and self.n + len(self.prefilling) < self.max_seqs
+                not preempted and pos < len(self.waiting) and budget > 0 and self.n + len(self.prefilling) < self.max_seqs
                 and avail > wm
             ):
-                rid = self.waiting[0]
+                rid = self.waiting[pos]
+                if self.slots is not None and self.slots.skip(int(self.reqs.RI[RI_LORA, rid])):
+                    pos += 1
+                    continue
                 st = self._admit_state(rid)
                 hit = self._hit(st)
                 hb = hit // B  # the cached prefix takes blocks, not compute
                 c = min(st.target - hit, budget, (avail - wm - hb) * B)
                 if c <= 0:
                     break
-                self._admit(st, hit)
+                self._admit(st, hit, pos)
                 chunks.append((st, c))
                 budget -= c
                 avail -= hb + -(-c // B)
         else:
             if not self.prefilling:
                 budget = self.max_tokens
-                while not preempted and self.waiting and self.n + len(self.prefilling) < self.max_seqs:
-                    st = self._admit_state(self.waiting[0])
+                pos = 0
+                while not preempted and pos < len(self.waiting) and self.n + len(self.prefilling) < self.max_seqs:
+                    if self.slots is not None and self.slots.skip(int(self.reqs.RI[RI_LORA, self.waiting[pos]])):
+                        pos += 1
+                        continue
+                    st = self._admit_state(self.waiting[pos])
                     hit = self._hit(st)
                     c = st.target - hit
                     nb = -(-st.target // B)
                     if c > budget or nb > avail - wm:
                         break
-                    self._admit(st, hit)
+                    self._admit(st, hit, pos)
                     chunks.append((st, c))
                     budget -= c
                     avail -= nb
@@ -369,6 +404,12 @@ class ReferenceReplica:
             ctx_read += st.done
             if st.done + c >= st.target:
                 n_logits += 1
+        if lora:
+            lf, lb = self._lora_work(n_dec, chunks)
+            assert self.slots is not None
+            dur = self.slots.stall + K.step_time_lora(self.p, float(n_pf), pairs, ctx_read, float(n_dec),
+                                                      float(self.ctx_sum) if n_dec else 0.0, float(n_logits), lf, lb)
+            return chunks, n_dec, dur
         step_time = K.spec_step_time if self.spec_k else K.step_time
         dur = step_time(self.p, float(n_pf), pairs, ctx_read, float(n_dec), float(self.ctx_sum) if n_dec else 0.0, float(n_logits))
         return chunks, n_dec, dur
@@ -383,9 +424,13 @@ class ReferenceReplica:
         gen = self.resume.get(rid, 0)
         return _Prefill(rid, self.inp[rid] + gen, gen, 0)
 
-    def _admit(self, st: _Prefill, hit: int) -> None:
-        """Start ``st``'s prefill after its first ``hit`` tokens, which the prefix cache holds."""
-        self.waiting.popleft()
+    def _admit(self, st: _Prefill, hit: int, pos: int = 0) -> None:
+        """Start ``st``'s prefill (the request at queue position ``pos``) after its first ``hit``
+        tokens, which the prefix cache holds."""
+        if pos == 0:
+            self.waiting.popleft()
+        else:
+            del self.waiting[pos]
         self.admit_counter += 1
         st.seq = self.admit_counter
         st.done = hit
@@ -398,6 +443,8 @@ class ReferenceReplica:
         if hit > 0:
             self._log(ACQUIRE, rid)  # before taking the blocks: reusing cached ones evicts nothing
             self._take(hit // self.B)
+        if self.slots is not None and self.reqs.RI[RI_LORA, rid] > 0:
+            self.slots.acquire(int(self.reqs.RI[RI_LORA, rid]), rid)
 
     def _preempt_one(self) -> None:
         """Preempt the most recently admitted running request (recompute mode)."""
@@ -421,6 +468,8 @@ class ReferenceReplica:
             self.resume[rid] = gen
         self.reqs.preemptions[rid] += 1
         self.reqs.status[rid] = QUEUED
+        if self.slots is not None and self.reqs.RI[RI_LORA, rid] > 0:
+            self.slots.release(int(self.reqs.RI[RI_LORA, rid]), rid)
         if self.reqs.RI[RI_PFX_VER, rid] != 0:
             self._log(RELEASE, rid)
             self.reqs.RI[RI_PFX_VER, rid] = -1  # its length grew: look it up again when it comes back
@@ -518,5 +567,41 @@ class ReferenceReplica:
         self.reqs.status[rid] = COMPLETED
         self.reqs.finish_s[rid] = self.env.now
         self._log(RELEASE, rid)
+        if self.slots is not None and self.reqs.RI[RI_LORA, rid] > 0:
+            self.slots.release(int(self.reqs.RI[RI_LORA, rid]), rid)
         self.outstanding -= 1
         self.dep.on_done(rid)
+
+    # ------------------------------------------------------------------ multi-LoRA
+
+    def _lora_work(self, n_dec: int, chunks: list[tuple[_Prefill, int]]) -> tuple[float, float]:
+        """LoRA FLOPs and adapter bytes of a step: decodes' tokens first, then prefill chunks;
+        each distinct adapter's weights once, in order of first appearance."""
+        rl = self.lora
+        assert rl is not None
+        RI = self.reqs.RI
+        flops = 0.0
+        nbytes = 0.0
+        seen: set[int] = set()
+        if n_dec:
+            for i in range(self.n):
+                a = int(RI[RI_LORA, self.slot_rid[i]])
+                if a > 0:
+                    flops += rl.flops_per_token[a]
+                    if a not in seen:
+                        seen.add(a)
+                        nbytes += rl.read_bytes[a]
+        for st, c in chunks:
+            a = int(RI[RI_LORA, st.rid])
+            if c > 0 and a > 0:
+                flops += c * rl.flops_per_token[a]
+                if a not in seen:
+                    seen.add(a)
+                    nbytes += rl.read_bytes[a]
+        return flops, nbytes
+
+    def _lora_flush(self) -> None:
+        if self.slots is not None and self.slots.events:
+            assert self.lora_log is not None
+            self.lora_log.flush(self.env.now, self.slots.events)
+            self.slots.events = []

@@ -18,6 +18,8 @@ from stacksim.kernels import cost as K
 from stacksim.kernels.cost import level_set
 from stacksim.metrics import FAILED, QUEUED, RI_GEN_DONE, RI_INPUT, Levels
 from stacksim.serving import core as C
+from stacksim.serving import core_lora as CL
+from stacksim.serving.lora import LoraLog
 from stacksim.serving.prefix_cache import PrefixCache
 
 if TYPE_CHECKING:
@@ -52,6 +54,10 @@ class Replica:
         self.outstanding = 0
         # vLLM V1 turns automatic prefix caching on by default; the engine setting turns it off.
         self.prefix_cache = PrefixCache(self.reqs, eng.block_size) if eng.prefix_caching else None
+        # Multi-LoRA (engine.lora): adapter slots and host cache live in the scheduler state;
+        # their loads, evictions, admissions and releases are replayed into this log.
+        self.lora = dep.rd.lora
+        self.lora_log = LoraLog(self.lora) if self.lora is not None else None
         self._alloc(0)
         self.W = np.zeros(self.max_seqs + 64, dtype=np.int64)
         self.timer: simpy.Event | None = None
@@ -71,7 +77,8 @@ class Replica:
 
     def _alloc(self, n_arrivals: int) -> None:
         eng = self.dep.engine
-        off, size_i, size_f = C.layout(self.max_seqs, n_arrivals)
+        rl = self.lora
+        off, size_i, size_f = C.layout(self.max_seqs, n_arrivals, rl.n if rl else 0, rl.max_loras if rl else 0)
         self.off = off
         I = np.zeros(size_i, dtype=np.int64)
         F = np.zeros(size_f)
@@ -86,6 +93,14 @@ class Replica:
         I[C.MIN_FREE] = self.total_blocks
         if self.prefix_cache is not None:
             I[C.CACHE_VER] = self.prefix_cache.version
+        if rl is not None:
+            lo = off["lora"]
+            I[CL.LORA_OFF] = lo
+            I[CL.LORA_FOFF] = off["lora_f"]
+            I[lo + CL.LH_NA] = rl.n
+            I[lo + CL.LH_ML] = rl.max_loras
+            I[lo + CL.LH_MC] = rl.max_cpu_loras
+            F[off["lora_f"] : off["lora_f"] + 4 * (rl.n + 1)] = rl.arrays().ravel()
         F[C.LV : C.LV + K.LEVEL_STATE] = self.levels.state
         self.I, self.F = I, F
         # The level state lives in F (compiled code updates it); Levels reads it through a view.
@@ -110,6 +125,26 @@ class Replica:
     @property
     def busy_s(self) -> float:
         return float(self.F[C.BUSY_S])
+
+    # ------------------------------------------------------------------ multi-LoRA
+
+    def lora_resident(self, a: int) -> bool:
+        """Adapter ``a`` is in one of this replica's GPU slots."""
+        if self.lora is None or a <= 0:
+            return False
+        o = int(self.I[CL.LORA_OFF]) + CL.LH_SIZE + 3 * (self.lora.n + 1)
+        return a in self.I[o : o + self.lora.max_loras].tolist()  # a few slots: cheaper than a numpy reduction
+
+    def _lora_sync(self, now: float) -> None:
+        """Replay the scheduler's LoRA events since the last replay into the log."""
+        I = self.I
+        lo = int(I[CL.LORA_OFF])
+        n = int(I[lo + CL.LH_LOG_N])
+        if n:
+            o = self.off["lora_log"]
+            assert self.lora_log is not None
+            self.lora_log.flush(now, I[o : o + CL.LORA_LOG_FIELDS * n].tolist())
+            I[lo + CL.LH_LOG_N] = 0
 
     # ------------------------------------------------------------------ arrivals
 
@@ -205,6 +240,8 @@ class Replica:
             reqs.finish_s[rid] = now
         if self.prefix_cache is not None:
             self.prefix_cache.clear()
+        if self.lora_log is not None:  # the adapters in its slots and host cache die with it
+            self._lora_sync(now)
         itl_from = self.itl_from
         self._alloc(0)
         self.itl_from = itl_from
@@ -266,6 +303,7 @@ class Replica:
         on_done = self.dep.on_done_count
         pfx = self.prefix_cache
         pfx_on = False  # I[C.PFX_ON], kept as a Python bool: this loop runs once per event
+        lora_on = self.lora is not None
         tr = self.trace
         open_iters = -1
         while True:
@@ -303,6 +341,8 @@ class Replica:
                     pfx.lookup(rid, int(reqs.RI[RI_INPUT, rid] + reqs.RI[RI_GEN_DONE, rid]))
                     dt = C.plan(now, I, F, self.W, lacc, reqs.RF, reqs.RI, p)
                 self._pfx_sync()
+            if lora_on:
+                self._lora_sync(now)
             try:
                 if dt >= 0.0:
                     if tr is not None:
