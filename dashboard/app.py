@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
 MAX_UPLOAD_BYTES = 1024 * 1024
 PRECISIONS = ["bf16", "fp16", "fp8", "int8", "int4_awq", "int4_gptq", "fp4", "mxfp4", "nvfp4"]
-BALANCERS = ["round_robin", "least_outstanding", "random", "shared_queue"]
+BALANCERS = ["round_robin", "random", "least_outstanding", "shared_queue", "lora_affinity"]
 
 
 def bundled() -> dict[str, Path]:
@@ -97,7 +97,8 @@ def knobs(data: dict[str, Any]) -> dict[str, Any]:
         if dep.get("model") in mods:
             dep["model"] = sb.selectbox("model", mods, index=mods.index(dep["model"]), key=f"model:{name}")
         dep["precision"] = sb.selectbox("precision", PRECISIONS, index=PRECISIONS.index(dep.get("precision", "bf16")), key=f"prec:{name}")
-        dep["replicas"] = int(sb.number_input("replicas", 1, 4096, int(dep.get("replicas", 1)), key=f"replicas:{name}"))
+        dep["replicas"] = int(sb.number_input("replicas", 0 if dep.get("autoscaling") else 1, 4096, int(dep.get("replicas", 1)),
+                                              key=f"replicas:{name}"))
         dep["tensor_parallel"] = int(sb.selectbox("tensor parallel", [1, 2, 4, 8], index=[1, 2, 4, 8].index(int(dep.get("tensor_parallel", 1))) if int(dep.get("tensor_parallel", 1)) in (1, 2, 4, 8) else 0, key=f"tp:{name}"))
         lb = dep.get("load_balancer", {}).get("kind", "round_robin")
         dep["load_balancer"] = {"kind": sb.selectbox("load balancer", BALANCERS, index=BALANCERS.index(lb), key=f"lb:{name}")}
