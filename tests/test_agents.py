@@ -257,6 +257,10 @@ def test_subagent_tokens_are_attributed_to_the_parent_task() -> None:
     assert ag is not None
     subs = [i for i in range(len(ag.spans)) if ag.spans.kind[i] == "subagent"]
     assert len({ag.spans.start[i] for i in subs}) == 1
+    att = res.summary["spend"]["attribution"]
+    assert set(att["agent"]) == {"boss", "worker"} and set(att["fleet"]) == {"f"}
+    assert att["agent"]["boss"]["usd"] + att["agent"]["worker"]["usd"] == pytest.approx(att["fleet"]["f"]["usd"])
+    assert att["agent"]["worker"]["usd"] > 0  # its self-hosted calls' share of the deployment's spend
     by_agent = res.summary["agents"]["all"]["by_agent"]
     assert by_agent["worker"]["llm_calls_per_task"] == 6 and by_agent["boss"]["llm_calls_per_task"] == 2
     assert by_agent["worker"]["tokens_per_task"] == row["tokens_depth_1"]

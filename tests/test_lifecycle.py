@@ -405,3 +405,33 @@ def test_a_run_reports_deprecation_risk_for_its_routes() -> None:
     assert dr["overall"]["expected_migration_cost_usd"] == pytest.approx(1000.0 * gpt["p_retire"])
     shares = sum(m["traffic_share"] for m in dr["models"])
     assert shares == pytest.approx(1.0, abs=1e-6)
+
+
+def test_rerun_measures_a_route_on_its_replacement() -> None:
+    """rerun_replacements runs the scenario again with the route's primary swapped for its
+    replacement: here gpt-4o's route falls back to a self-hosted deployment, whose calls cost
+    no API dollars, so the route's API spend falls to zero in the re-run."""
+    import yaml
+
+    from stacksim.engine.simulation import Simulation
+    from stacksim.metrics.summary import build_result
+    from stacksim.scenario import load_scenario_text
+
+    sc = {
+        "name": "rerun", "horizon_s": 60, "seed": 2,
+        "pools": {"h100": {"accelerator": "h100-sxm", "count": 1}},
+        "deployments": {"small": {"model": "llama-3.1-8b", "pool": "h100"}},
+        "providers": {"oa": {"provider": "openai", "region": "us-east", "rpm_limit": 1_000_000, "tpm_limit": 1_000_000_000}},
+        "gateway": {"model_list": [{"model_name": "gpt", "litellm_params": {"model": "oa/gpt-4o"}},
+                                   {"model_name": "own", "litellm_params": {"model": "hosted_vllm/small"}}],
+                    "router_settings": {"fallbacks": [{"gpt": ["own"]}]}},
+        "workloads": {"w": {"target": "gpt", "arrival": {"kind": "poisson", "rate_per_s": 2.0},
+                            "input_tokens": {"kind": "fixed", "value": 100}, "output_tokens": {"kind": "fixed", "value": 10}}},
+        "lifecycle": {"start_date": "2026-12-01", "simulations": 200, "rerun_replacements": True},
+    }
+    res = build_result(Simulation(load_scenario_text(yaml.safe_dump(sc), "rerun.yaml")).run())
+    route = res.summary["deprecation_risk"]["routes"]["gpt"]
+    assert route["replacement"] == "small/llama-3.1-8b"
+    rr = route["rerun"]
+    assert rr["done"] and rr["cost_usd"]["before"] > 0 and rr["cost_usd"]["after"] == 0
+    assert rr["e2e_p50_ms"]["after"] is not None and rr["failed"]["after"] == 0

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from stacksim.engine.simulation import Simulation
 
 HOURS_PER_MONTH = 730.0  # 8,760 h / 12
-DIMENSIONS = ("team", "tenant", "workload", "model", "provider", "region")
+DIMENSIONS = ("team", "tenant", "workload", "fleet", "agent", "model", "provider", "region")
 
 
 def request_costs(sim: Simulation, df: pd.DataFrame, serving: pd.DataFrame, dep_spend: dict[str, float]) -> np.ndarray:
@@ -78,6 +78,12 @@ def _dims(sim: Simulation, df: pd.DataFrame) -> dict[str, np.ndarray]:
         col = f"tag_{tag}"
         out[tag] = df[col].astype(str).replace("", "(none)").to_numpy() if col in df else np.full(n, "(none)", dtype=object)
     out["workload"] = df["workload"].astype(str).to_numpy()
+    # Agent fleets (the workflow) and agents: from the pseudo-workloads their LLM calls carry.
+    fleet_of = {wi: f for (f, _a, _t), wi in getattr(sim, "agent_workloads", {}).items()}
+    agent_of = {wi: a for (_f, a, _t), wi in getattr(sim, "agent_workloads", {}).items()}
+    codes = df["workload"].cat.codes.to_numpy() if hasattr(df["workload"], "cat") else np.full(n, -1)
+    out["fleet"] = np.array([fleet_of.get(int(c), "(not an agent)") for c in codes], dtype=object)
+    out["agent"] = np.array([agent_of.get(int(c), "(not an agent)") for c in codes], dtype=object)
     dep = df["deployment"].astype(str).to_numpy()
     model = np.array([rs.deployments[d].model.id if d in rs.deployments else "" for d in dep], dtype=object)
     provider = np.where(dep != "nan", "self-hosted", "").astype(object)

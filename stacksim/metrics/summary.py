@@ -387,6 +387,10 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
         from stacksim.lifecycle.run import lifecycle_section
 
         summary["deprecation_risk"] = lifecycle_section(sim, df)
+        if sc.lifecycle.rerun_replacements:
+            from stacksim.lifecycle.rerun import rerun_routes
+
+            rerun_routes(sim, summary, summary["deprecation_risk"])
     span_df = None
     if spans:
         from stacksim.agents.spans import spans_frame

@@ -40,6 +40,9 @@ class Lifecycle(Strict):
     default_migration_effort_usd: float | None = Field(
         default=None, ge=0, description="Migration cost of a model not named in migration_effort_usd. Omitted: no cost for it."
     )
+    rerun_replacements: bool = Field(
+        default=False, description="Also run the scenario again (same seed) once per gateway route that has a replacement, "
+        "with the route's primary model swapped for it, and report the route's measured latency and spend change.")
     as_of: IsoDate | None = Field(
         default=None,
         description="The date the deprecation history is known up to (YYYY-MM-DD). Omitted: the table's as-of date "
