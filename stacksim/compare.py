@@ -108,7 +108,8 @@ def extract(summary: dict[str, Any]) -> tuple[dict[str, float], dict[str, Metric
     if isinstance(overall, dict):
         known = {"p_any_retirement": ("P(any retirement)", "share"), "expected_migration_cost_usd": ("expected migration cost", "$")}
         for k in [*known, *(k for k in overall if k not in known)]:
-            label, unit = known.get(k, (k.replace("_", " "), "$" if k.endswith("_usd") else "count"))
+            unit = "$" if k.endswith("_usd") else "share" if "share" in k or k.startswith("p_") else "count"
+            label, unit = known.get(k, (k.replace("_", " ").removesuffix(" usd"), unit))
             put(f"deprecation_{k}", label, unit, "deprecation", overall.get(k))
 
     res = _get(summary, "gateway", "residency")
