@@ -116,7 +116,7 @@ def test_otlp_export_parses_as_an_export_trace_service_request() -> None:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     agents = {
-        "a": {"model": "gpt", "steps": [llm(100, 50), {"kind": "subagent", "agent": "b", "count": fixed(2)}, {"kind": "retrieve", "store": "kb"}]},
+        "a": {"model": "gpt", "steps": [llm(100, 50), {"kind": "subagent", "agent": "b", "count": fixed(2), "summary_tokens": fixed(500)}, {"kind": "retrieve", "store": "kb"}]},
         "b": {"model": "llama", "steps": [llm(10, 10), {"kind": "tool", "tool": "t"}]},
     }
     _sim, res = run(scenario(agents, one_task()), spans=True)
@@ -269,8 +269,8 @@ def test_subagent_tokens_are_attributed_to_the_parent_task() -> None:
 
 
 def test_subagent_cycle_is_refused() -> None:
-    agents = {"a": {"model": "llama", "steps": [{"kind": "subagent", "agent": "b"}]},
-              "b": {"model": "llama", "steps": [{"kind": "subagent", "agent": "a"}]}}
+    agents = {"a": {"model": "llama", "steps": [{"kind": "subagent", "agent": "b", "summary_tokens": fixed(100)}]},
+              "b": {"model": "llama", "steps": [{"kind": "subagent", "agent": "a", "summary_tokens": fixed(100)}]}}
     with pytest.raises(ScenarioError, match="calls itself through sub-agents"):
         load_scenario_text(yaml.safe_dump(scenario(agents, one_task())), "x.yaml")
 
@@ -329,7 +329,7 @@ def test_fleet_concurrency_and_closed_loop_population_hold() -> None:
 def test_tool_failures_retried_then_fail_the_task() -> None:
     sc = scenario({"a": {"model": "llama", "steps": [{"kind": "tool", "tool": "bad", "retries": 2}, llm(10, 10)]}},
                   {"f": {"agent": "a", "arrival": {"kind": "deterministic", "rate_per_s": 1.0}, "max_tasks": 5}})
-    sc["tools"]["bad"] = {"latency": {"median_ms": 100}, "failure_rate": 1.0}
+    sc["tools"]["bad"] = {"latency": {"median_ms": 100}, "failure_rate": 1.0, "result_tokens": fixed(50)}
     _, res = run(sc)
     t = res.tasks
     assert t is not None and (t["status"] == "failed").all() and (t["tool_calls"] == 3).all() and (t["llm_calls"] == 0).all()
@@ -339,7 +339,7 @@ def test_tool_failures_retried_then_fail_the_task() -> None:
 def test_tool_concurrency_queues_calls() -> None:
     sc = scenario({"a": {"model": "llama", "steps": [{"kind": "tool", "tool": "slow"}]}},
                   {"f": {"agent": "a", "arrival": {"kind": "offline"}, "max_tasks": 4}})
-    sc["tools"]["slow"] = {"latency": {"median_ms": 1000}, "concurrency": 1}
+    sc["tools"]["slow"] = {"latency": {"median_ms": 1000}, "concurrency": 1, "result_tokens": fixed(50)}
     _, res = run(sc)
     t = res.tasks
     assert t is not None

@@ -369,6 +369,25 @@ def test_a_scenario_with_a_lifecycle_section_loads() -> None:
     assert lc is not None and lc.horizon_months == 18 and lc.migration_effort_usd == {"gpt-4o": 25000.0}
 
 
+def gateway_scenario(lifecycle: dict, direct: bool) -> dict:
+    """A gpt-4o route falling back to a self-hosted Llama-3.1-8B (plus direct traffic to it)."""
+    fixed = lambda n: {"kind": "fixed", "value": n}
+    wl = {"w": {"target": "gpt", "arrival": {"kind": "poisson", "rate_per_s": 2.0}, "input_tokens": fixed(100), "output_tokens": fixed(10)}}
+    if direct:
+        wl["d"] = {"target": "small", "arrival": {"kind": "poisson", "rate_per_s": 1.0}, "input_tokens": fixed(100), "output_tokens": fixed(10)}
+    return {
+        "name": "risk", "horizon_s": 60, "seed": 2,
+        "pools": {"h100": {"accelerator": "h100-sxm", "count": 1}},
+        "deployments": {"small": {"model": "llama-3.1-8b", "pool": "h100"}},
+        "providers": {"oa": {"provider": "openai", "region": "us-east", "rpm_limit": 1_000_000, "tpm_limit": 1_000_000_000}},
+        "gateway": {"model_list": [{"model_name": "gpt", "litellm_params": {"model": "oa/gpt-4o"}},
+                                   {"model_name": "own", "litellm_params": {"model": "hosted_vllm/small"}}],
+                    "router_settings": {"fallbacks": [{"gpt": ["own"]}]}},
+        "workloads": wl,
+        "lifecycle": lifecycle,
+    }
+
+
 def test_a_run_reports_deprecation_risk_for_its_routes() -> None:
     """The run wires its models and routes into the risk: a self-hosted deployment never
     retires, a route loses its primary exactly when its primary model retires."""
@@ -378,20 +397,8 @@ def test_a_run_reports_deprecation_risk_for_its_routes() -> None:
     from stacksim.metrics.summary import build_result
     from stacksim.scenario import load_scenario_text
 
-    sc = {
-        "name": "risk", "horizon_s": 60, "seed": 2,
-        "pools": {"h100": {"accelerator": "h100-sxm", "count": 1}},
-        "deployments": {"small": {"model": "llama-3.1-8b", "pool": "h100"}},
-        "providers": {"oa": {"provider": "openai", "region": "us-east", "rpm_limit": 1_000_000, "tpm_limit": 1_000_000_000}},
-        "gateway": {"model_list": [{"model_name": "gpt", "litellm_params": {"model": "oa/gpt-4o"}},
-                                   {"model_name": "own", "litellm_params": {"model": "hosted_vllm/small"}}],
-                    "router_settings": {"fallbacks": [{"gpt": ["own"]}]}},
-        "workloads": {"w": {"target": "gpt", "arrival": {"kind": "poisson", "rate_per_s": 2.0},
-                            "input_tokens": {"kind": "fixed", "value": 100}, "output_tokens": {"kind": "fixed", "value": 10}},
-                      "d": {"target": "small", "arrival": {"kind": "poisson", "rate_per_s": 1.0},
-                            "input_tokens": {"kind": "fixed", "value": 100}, "output_tokens": {"kind": "fixed", "value": 10}}},
-        "lifecycle": {"start_date": "2026-12-01", "horizon_months": 12, "simulations": 500, "default_migration_effort_usd": 1000.0},
-    }
+    sc = gateway_scenario({"start_date": "2026-12-01", "horizon_months": 12, "simulations": 500,
+                           "default_migration_effort_usd": 1000.0}, direct=True)
     rs = load_scenario_text(yaml.safe_dump(sc), "risk.yaml")
     res = build_result(Simulation(rs).run())
     dr = res.summary["deprecation_risk"]
@@ -417,18 +424,7 @@ def test_rerun_measures_a_route_on_its_replacement() -> None:
     from stacksim.metrics.summary import build_result
     from stacksim.scenario import load_scenario_text
 
-    sc = {
-        "name": "rerun", "horizon_s": 60, "seed": 2,
-        "pools": {"h100": {"accelerator": "h100-sxm", "count": 1}},
-        "deployments": {"small": {"model": "llama-3.1-8b", "pool": "h100"}},
-        "providers": {"oa": {"provider": "openai", "region": "us-east", "rpm_limit": 1_000_000, "tpm_limit": 1_000_000_000}},
-        "gateway": {"model_list": [{"model_name": "gpt", "litellm_params": {"model": "oa/gpt-4o"}},
-                                   {"model_name": "own", "litellm_params": {"model": "hosted_vllm/small"}}],
-                    "router_settings": {"fallbacks": [{"gpt": ["own"]}]}},
-        "workloads": {"w": {"target": "gpt", "arrival": {"kind": "poisson", "rate_per_s": 2.0},
-                            "input_tokens": {"kind": "fixed", "value": 100}, "output_tokens": {"kind": "fixed", "value": 10}}},
-        "lifecycle": {"start_date": "2026-12-01", "simulations": 200, "rerun_replacements": True},
-    }
+    sc = gateway_scenario({"start_date": "2026-12-01", "simulations": 200, "rerun_replacements": True}, direct=False)
     res = build_result(Simulation(load_scenario_text(yaml.safe_dump(sc), "rerun.yaml")).run())
     route = res.summary["deprecation_risk"]["routes"]["gpt"]
     assert route["replacement"] == "small/llama-3.1-8b"

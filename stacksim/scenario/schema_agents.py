@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from stacksim.scenario.schema import Arrival, FixedLength, Length
+from stacksim.scenario.schema import Arrival, Length
 from stacksim.scenario.schema_base import Strict
 from stacksim.scenario.schema_gateway import LatencyMs
 
@@ -63,8 +63,7 @@ class Tool(Strict):
     concurrency: int | None = Field(default=None, ge=1, description="Calls served at once; more wait. Default: unlimited.")
     failure_rate: float = Field(default=0.0, ge=0, le=1, description="Share of calls that fail (after their latency).")
     rpm_limit: int | None = Field(default=None, ge=1, description="Calls in any 60 s window; over it a call fails at once (429).")
-    result_tokens: Length = Field(default_factory=lambda: FixedLength(kind="fixed", value=200),
-                                  description="Tokens the result adds to the agent's context.")
+    result_tokens: Length = Field(description="Tokens the result adds to the agent's context (no default: it is the tool's).")
     usd_per_call: float = Field(default=0.0, ge=0)
     source: str = Field(default="", description="Where the latency comes from.")
 
@@ -147,8 +146,7 @@ class SubagentStep(Strict):
     agent: str
     count: Count = Field(default_factory=lambda: FixedCount(kind="fixed", value=1))
     parallel: bool = Field(default=True, description="Sub-agents run at once (fan-out) or one after another.")
-    summary_tokens: Length = Field(default_factory=lambda: FixedLength(kind="fixed", value=500),
-                                   description="What each sub-agent's answer adds to this agent's context.")
+    summary_tokens: Length = Field(description="What each sub-agent's answer adds to this agent's context (no default).")
 
 
 class LoopStep(Strict):
