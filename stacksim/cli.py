@@ -369,7 +369,7 @@ def predict(
     ep: Annotated[int, typer.Option(help="Expert-parallel size (not modelled yet: must be 1).")] = 1,
     precision: Annotated[str, typer.Option(help="Weights: bf16, fp16, fp8, int8, int4_awq, int4_gptq, fp4, mxfp4, nvfp4.")] = "bf16",
     kv_precision: Annotated[str, typer.Option("--kv-precision", help="KV cache: auto or fp8.")] = "auto",
-    engine: Annotated[str, typer.Option(help="Engine profile (vllm; sglang and trtllm come with calibration).")] = "vllm",
+    engine: Annotated[str, typer.Option(help="Engine profile: vllm, sglang or trtllm (serving/engines.py).")] = "vllm",
     isl: Annotated[int, typer.Option(help="Input (prompt) tokens per request.")] = 1000,
     osl: Annotated[int, typer.Option(help="Output tokens per request.")] = 1000,
     offline: Annotated[bool, typer.Option("--offline", help="Every request arrives at time zero (max throughput).")] = False,

@@ -10,8 +10,11 @@ from typing import Any
 import numpy as np
 
 from stacksim.api import run_scenario
+from stacksim.catalog import UnknownId, get_accelerator, get_model
 from stacksim.errors import Problem, ScenarioError, StackSimError
 from stacksim.scenario import load_scenario_text
+from stacksim.serving.costmodel import WEIGHT_BYTES
+from stacksim.serving.engines import ENGINE_KINDS, trtllm_bench_engine
 
 # Flags named in error messages instead of the scenario fields they fill.
 FLAG_OF = {
@@ -62,6 +65,10 @@ def _scenario_yaml(a: PredictArgs) -> str:
     else:
         arrival = f"{{kind: closed_loop, clients: {a.concurrency}}}"
     gpus = a.tp * a.pp * a.dp
+    engine = f"kind: {a.engine}, kv_cache_dtype: {a.kv_precision}, max_model_len: {a.isl + a.osl}"
+    bench = _trtllm_bench(a)
+    if bench:
+        engine += ", " + ", ".join(f"{k}: {v}" for k, v in bench.items())
     return f"""
 name: predict
 seed: {a.seed}
@@ -76,7 +83,7 @@ deployments:
     tensor_parallel: {a.tp}
     pipeline_parallel: {a.pp}
     precision: {a.precision}
-    engine: {{kind: {a.engine}, kv_cache_dtype: {a.kv_precision}, max_model_len: {a.isl + a.osl}}}
+    engine: {{{engine}}}
     load_balancer: {{kind: least_outstanding}}
 workloads:
   load:
@@ -97,11 +104,8 @@ def _check(a: PredictArgs) -> None:
             "--ep (expert parallelism) is not modelled yet: it comes with MoE calibration (issue #3). "
             "MoE models run with tensor parallelism (--tp) today."
         )
-    if a.engine != "vllm":
-        raise StackSimError(
-            f"--engine {a.engine}: only the vllm profile exists so far; sglang and trtllm profiles come "
-            "with calibration (issue #3)."
-        )
+    if a.engine not in ENGINE_KINDS:
+        raise StackSimError(f"--engine {a.engine}: unknown engine profile; valid: {', '.join(ENGINE_KINDS)}")
     for flag, v in (("--tp", a.tp), ("--pp", a.pp), ("--dp", a.dp), ("--isl", a.isl), ("--osl", a.osl), ("--requests", a.requests)):
         if v < 1:
             raise StackSimError(f"{flag} must be >= 1; got {v}")
@@ -111,6 +115,21 @@ def _check(a: PredictArgs) -> None:
         raise StackSimError(f"--concurrency must be >= 1; got {a.concurrency}")
     if a.seed < 0:
         raise StackSimError(f"--seed must be >= 0; got {a.seed}")
+
+
+def _trtllm_bench(a: PredictArgs) -> dict[str, float]:
+    """With ``--engine trtllm --offline``, the settings trtllm-bench would build with for these
+    lengths (serving/engines.py), so the run is comparable with TensorRT-LLM's published
+    max-load tables. Unknown ids return nothing here: the scenario check names them."""
+    if a.engine != "trtllm" or not a.offline:
+        return {}
+    try:
+        m, acc = get_model(a.model), get_accelerator(a.gpu)
+    except UnknownId:
+        return {}
+    if a.precision not in WEIGHT_BYTES:
+        return {}
+    return trtllm_bench_engine(m, acc, a.tp, a.pp, a.precision, a.kv_precision, a.isl, a.osl)
 
 
 def _stats(x: np.ndarray) -> dict[str, float | None]:
@@ -162,5 +181,5 @@ def predict(a: PredictArgs) -> dict[str, Any]:
         "e2e_ms": _stats(done["e2e_s"].to_numpy(dtype=float)),
         "kv_capacity_tokens_per_replica": result.summary["deployments"]["model"]["kv_capacity_tokens_per_replica"],
         "preemptions": result.summary["requests"]["preemptions"],
-        "calibration": "fitted efficiencies, calibration/REPORT.md (params v1); held-out median error ~18-20%",
+        "calibration": "fitted efficiencies and per-engine overheads, calibration/REPORT.md",
     }

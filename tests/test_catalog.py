@@ -33,7 +33,7 @@ MODEL_IDS = [
     "qwen3-235b-a22b", "llama-4-scout", "llama-4-maverick", "deepseek-v3", "deepseek-r1",
     "gpt-oss-20b", "gpt-oss-120b", "phi-3-mini", "bloom-176b",
 ]  # fmt: skip
-NON_GATED_MLP = {"bloom-176b"}  # GELU MLP with two matrices (up, down) instead of three
+NON_GATED_MLP = {"bloom-176b", "opt-13b"}  # GELU / ReLU MLP with two matrices (up, down) instead of three
 
 CSV_FILES = [DATA / n for n in ("accelerators.csv", "models.csv", "regions.csv")]
 

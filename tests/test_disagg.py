@@ -172,7 +172,7 @@ def test_decode_never_recomputes_a_transferred_prompt(prefix_caching: bool) -> N
     tokens at its first admission are the prompt less one, rounded down to whole 16-token
     blocks; with prefix caching off the decode deployment still gets the transferred KV (its
     cache then only holds transferred prompts)."""
-    sc = scenario(decode={"engine": {"max_model_len": 16384, "prefix_caching": prefix_caching, "gpu_memory_utilization": 0.35}},
+    sc = scenario(decode={"engine": {"max_model_len": 16384, "prefix_caching": prefix_caching, "gpu_memory_utilization": 0.3}},
                   workload={"arrival": {"kind": "poisson", "rate_per_s": 12.0}, "output_tokens": {"kind": "uniform", "low": 100, "high": 600}})
     sim, res = run(sc)
     c = clients(res)
@@ -367,29 +367,44 @@ def test_disaggregation_gains_more_on_long_prompts_than_on_short_ones() -> None:
     """The seed article: "Throughput wins of 30-50% on long-prompt workloads are real" (and
     little or nothing on short prompts). Llama-3.1-8B on four H100s, co-located (4 replicas) vs
     disaggregated (the best of 1P3D, 2P2D, 3P1D), goodput in requests/s. What this simulator
-    gives (seed 1, 120 s runs with 10 s of warm-up, first token from the decode side; README has
-    the table):
+    gives with the calibration of stacksim/calibration/params_v1.json (seed 1, 120 s runs with
+    10 s of warm-up, first token from the decode side; README has the table):
 
-    ====================  ========================  ========================
-    workload              MLPerf SLO (450 / 40 ms)  tight TPOT (450 / 15 ms)
-    ====================  ========================  ========================
-    long, 8,192 in / 256  7.50 vs 7.10 (2P2D): -5%  5.19 vs 6.65 (2P2D): +28%
-    short, 256 in / 256   211.8 vs 197.9 (1P3D): -7%  185.0 vs 197.9 (1P3D): +7%
-    ====================  ========================  ========================
+    ====================  ============================  ============================
+    workload              MLPerf SLO (450 / 40 ms)      tight TPOT (450 / 15 ms)
+    ====================  ============================  ============================
+    long, 8,192 in / 256  3.39 vs 5.13 (3P1D): +51%     3.39 vs 3.55 (3P1D): +5%
+    short, 256 in / 256   149.2 vs 120.0 (1P3D): -20%   114.9 vs 120.0 (1P3D): +4%
+    ====================  ============================  ============================
 
-    So the claim holds only where the TPOT target is tight: with vLLM's chunked prefill a long
-    prompt's 8,192-token chunk stalls the decodes batched with it for ~0.2 s, but averaged over
-    a 256-token answer that stays inside a 40 ms TPOT, and the TTFT target binds first; under
-    15 ms it does not. With the first token taken from the prefill side (DistServe) the long
-    workload gains +1% at the MLPerf SLO. What is asserted is the direction the mechanism
-    implies and the margin supports: under the tight SLO, disaggregation gains on long prompts,
-    and clearly more than on short ones. This test runs the two best ratios only, on 60 s runs
-    (it gets 5.29 vs 7.08 req/s, +34%, on long prompts; 185.4 vs 194.6, +5%, on short ones).
+    Why (the refit made an 8,192-token prefill on one H100 take 268 ms, about twice what it was):
+    the 450 ms TTFT target binds for the long prompts in every layout, not TPOT. Unloaded, the
+    co-located TTFT is 268 ms and the disaggregated one 302 ms (prefill, 26 ms of KV transfer, the
+    decode side's first step), so a prompt misses as soon as it waits about half a prefill. A
+    co-located replica admits a prompt at once but shares its 8,192-token step with any other
+    prompt there, and least-outstanding balancing counts the running decodes, not the prefills,
+    so two prompts meet on one replica (TTFT ~540 ms) already at ~20% prefill load. A prefill-only
+    pool balances on prefills alone: 3P1D keeps TTFT until its prefill side is ~45% busy, and its
+    one decode replica keeps TPOT under 40 ms (p90 22 ms); so +51%. Under 15 ms that one decode
+    replica is the limit and the gain shrinks to +5%. Short prompts: the one prefill replica of
+    1P3D saturates (~98% busy at 120 req/s) while four co-located replicas serve 149, so -20%.
+    With the first token from the prefill side (DistServe) long gains +68%, short -18%.
+
+    Asserted, at the MLPerf SLO on 60 s runs of the two best ratios (seed 1 gives 2.47 vs 5.21
+    req/s, +111%, on long prompts and 152.8 vs 120.0, -21%, on short ones; seeds 1-5 give +53% to
+    +111% and -18% to -22%): disaggregation gains at least the article's 30% on long prompts,
+    loses on short ones, and the long prompts' TTFT target, not TPOT, is what stops the
+    co-located replicas.
     """
-    gain = {}
-    for name, inp, p, lo, hi in (("long", 8192, 2, 3.0, 8.0), ("short", 256, 1, 120.0, 260.0)):
-        co = _goodput(inp, 256, None, SLO_TIGHT, lo, hi, 60.0)
-        dz = _goodput(inp, 256, p, SLO_TIGHT, lo, hi, 60.0)
-        gain[name] = dz / co - 1.0
-    assert gain["long"] > 0.15, gain
-    assert gain["long"] > gain["short"] + 0.1, gain
+    gain, co_rate = {}, {}
+    for name, inp, p, lo, hi in (("long", 8192, 3, 3.0, 8.0), ("short", 256, 1, 120.0, 260.0)):
+        co_rate[name] = _goodput(inp, 256, None, SLO_MLPERF, lo, hi, 60.0)
+        dz = _goodput(inp, 256, p, SLO_MLPERF, lo, hi, 60.0)
+        gain[name] = dz / co_rate[name] - 1.0
+    assert gain["long"] >= 0.30, gain
+    assert gain["short"] < 0.0, gain
+    assert gain["long"] > gain["short"] + 0.3, gain
+    # The mechanism: past its goodput the co-located layout fails on TTFT while TPOT holds.
+    _, res = run(_four_h100(8192, 256, co_rate["long"] * 1.5, None, SLO_MLPERF, 60.0))
+    att = res.summary["slo"]["attainment"]
+    assert att["ttft_ms"] < 0.9 <= att["tpot_ms"], att

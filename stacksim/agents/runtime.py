@@ -29,6 +29,7 @@ from stacksim.agents.spans import SpanLog
 from stacksim.gateway.runtime import DONE_CALL
 from stacksim.metrics import COMPLETED
 from stacksim.scenario import schema_agents as A
+from stacksim.serving.lora import set_adapter
 from stacksim.workload.arrivals import ARRIVALS
 from stacksim.workload.lengths import LENGTHS
 
@@ -237,7 +238,7 @@ class AgentRuntime:
                 inp = self._draw(step.input_tokens)
                 out = self._draw(step.output_tokens)
                 root.content_tokens += inp + out
-                yield from self._llm(root, f, a, ctx, step.model or a.model, inp, out, parent, step.name)
+                yield from self._llm(root, f, a, ctx, step.model or a.model, inp, out, parent, step.name, step.lora or a.lora)
             elif kind == "tool":
                 yield from self._tool(root, f, ctx, step, parent)
             elif kind in ("retrieve", "memory_read"):
@@ -294,7 +295,7 @@ class AgentRuntime:
         if a.on_overflow == "summarize" and ctx.tokens > a.summary_tokens:
             while ctx.pieces and a.system_prompt_tokens + ctx.tokens + a.summary_tokens > limit:
                 ctx.pieces.pop(0)  # what does not fit even the summariser's prompt is dropped
-            yield from self._call(root, f, a, ctx, a.model, 0, a.summary_tokens, parent, "summarize", add=False)
+            yield from self._call(root, f, a, ctx, a.model, 0, a.summary_tokens, parent, "summarize", add=False, lora=a.lora)
             ctx.pieces = [a.summary_tokens]
         while ctx.pieces and a.system_prompt_tokens + ctx.tokens + inp + out > limit:
             ctx.pieces.pop(0)
@@ -302,9 +303,9 @@ class AgentRuntime:
         if a.system_prompt_tokens + inp + out > limit:
             raise Stop("failed")
 
-    def _llm(self, root, f, a, ctx, target, inp, out, parent, name):  # type: ignore[no-untyped-def]
+    def _llm(self, root, f, a, ctx, target, inp, out, parent, name, lora):  # type: ignore[no-untyped-def]
         yield from self._fit(root, f, a, ctx, inp, out, parent)
-        yield from self._call(root, f, a, ctx, target, inp, out, parent, name)
+        yield from self._call(root, f, a, ctx, target, inp, out, parent, name, lora=lora)
 
     def _blocks(self, a: A.Agent, ctx: Ctx, prompt: int) -> np.ndarray:
         """Block ids of a prompt: the system prompt's are the agent's (shared by all its tasks),
@@ -316,7 +317,9 @@ class AgentRuntime:
         owner[:shared] = np.uint64(self.agent_index[ctx.agent]) | np.uint64(1) << np.uint64(62)
         return (_mix(owner * np.uint64(0x9E3779B97F4A7C15) ^ i) >> np.uint64(1)).astype(np.int64)
 
-    def _call(self, root, f, a, ctx, target, inp, out, parent, name, add=True):  # type: ignore[no-untyped-def]
+    def _call(self, root, f, a, ctx, target, inp, out, parent, name, add=True, lora=None):  # type: ignore[no-untyped-def]
+        """One LLM call. ``lora``: the adapter of a call straight to a deployment (a gateway route
+        names its own, resolve_agents checks); it keys the prompt's prefix blocks too."""
         env, sim = self.env, self.sim
         prompt = a.system_prompt_tokens + ctx.tokens + inp
         wi = self.workload_index[(self.fleet_names[root.fleet], ctx.agent, target)]
@@ -334,6 +337,9 @@ class AgentRuntime:
             rid = sim.new_serving_request(t0, prompt, out, wi, dep, -1)
             if hasattr(sim.reqs, "set_blocks"):
                 sim.reqs.set_blocks(rid, blocks, BLOCK_TOKENS)
+            rl = dep.rd.lora
+            if lora is not None and rl is not None:
+                set_adapter(sim.reqs, rid, rl.index[lora])  # before the balancer sees it (lora_affinity)
             ev = env.event()
             self.waiting[rid] = ev
             dep.submit(rid)
@@ -343,6 +349,8 @@ class AgentRuntime:
             col = getattr(sim.reqs, "cached_tokens", None)
             cached = int(col[rid]) if col is not None else 0
             attrs: dict[str, Any] = {"stacksim.deployment": target, "stacksim.request_id": rid}
+            if lora is not None:
+                attrs["stacksim.lora"] = lora
         else:
             gw = sim.gateway
             assert gw is not None and sim.calls is not None
@@ -367,6 +375,8 @@ class AgentRuntime:
                 tp = gw.targets[int(c.target[cid])]
                 attrs["gen_ai.system"] = tp.endpoint.split("@")[0] if tp.endpoint else "self-hosted"
                 attrs["stacksim.target"] = tp.label
+            if cid in gw.call_lora:
+                attrs["stacksim.lora"] = gw.call_lora[cid]
         ctx.last_prompt[target] = prompt
         root.input_tokens += prompt
         root.output_tokens += out if ok else 0

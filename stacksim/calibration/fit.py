@@ -29,17 +29,38 @@ from scipy.optimize import least_squares
 from stacksim.calibration.data import Point
 from stacksim.catalog import get_accelerator, get_model
 from stacksim.kernels import cost as K
-from stacksim.serving.costmodel import apply_calibration, compute_precision, cost_params
+from stacksim.scenario import schema as S
+from stacksim.serving import engines
+from stacksim.serving.costmodel import (
+    LOW_PRECISION,
+    apply_calibration,
+    compute_precision,
+    cost_params,
+    link_class,
+    memory_plan,
+)
 
-ENGINES = ("splitwise-2023", "vllm", "vllm-rocm", "trtllm")
-SHARED = ("t_half", "eff_attn", "fp8_eff")
+ENGINES = ("splitwise-2023", "vllm", "vllm-rocm", "trtllm", "sglang", "vllm-2023")
+# SGLang shares vLLM's kernel efficiencies (serving/costmodel.KERNELS_OF); only its overhead is its own.
+TIED = {"sglang": "vllm"}
+SHARED = ("t_half", "eff_attn", "fp8_eff", "link_eff_scaleup", "link_eff_pcie")
 PER_ENGINE = ("eff_scale", "eff_mem", "overhead")
 NAMES = SHARED + tuple(f"{k}_{e}" for e in ENGINES for k in PER_ENGINE)
+# The parameters a fit can move (a tied engine's efficiencies are its partner's).
+FITTED_NAMES = tuple(n for n in NAMES if not any(n.endswith("_" + e) and not n.startswith("overhead") for e in TIED))
 # Bounds keep the parameters physical: efficiencies in (0, 1], overheads from 0.1 ms to 50 ms.
-_LO = {"t_half": 1.0, "eff_attn": 0.05, "fp8_eff": 0.3, "eff_scale": 0.2, "eff_mem": 0.3, "overhead": 1e-4}
-_HI = {"t_half": 2048.0, "eff_attn": 1.0, "fp8_eff": 1.0, "eff_scale": 1.3, "eff_mem": 1.0, "overhead": 0.05}
-# Start from the first-principles defaults of serving/costmodel.py.
-_START = {"t_half": 128.0, "eff_attn": 0.34, "fp8_eff": 1.0, "eff_scale": 1.0, "eff_mem": 0.84, "overhead": 0.002}
+# Link efficiency: a share of the datasheet link bandwidth. The all-reduce's fixed latency stays
+# at its measured value (serving/costmodel.COLLECTIVE_LATENCY_S, Vidur's NCCL profile): left free,
+# the fit pushed it to 75 us to absorb TP-8 inefficiencies of the large-batch throughput tables,
+# which then spoiled batch-8 latencies (vLLM CI) by 12 ms per step.
+_LO = {"t_half": 1.0, "eff_attn": 0.05, "fp8_eff": 0.3, "eff_scale": 0.2, "eff_mem": 0.3, "overhead": 1e-4,
+       "link_eff_scaleup": 0.05, "link_eff_pcie": 0.05}
+_HI = {"t_half": 2048.0, "eff_attn": 1.0, "fp8_eff": 1.0, "eff_scale": 1.3, "eff_mem": 1.0, "overhead": 0.05,
+       "link_eff_scaleup": 1.0, "link_eff_pcie": 1.0}
+# Start from the first-principles defaults of serving/costmodel.py (the datasheet link bandwidth
+# as if fully achieved).
+_START = {"t_half": 128.0, "eff_attn": 0.34, "fp8_eff": 1.0, "eff_scale": 1.0, "eff_mem": 0.84, "overhead": 0.002,
+          "link_eff_scaleup": 1.0, "link_eff_pcie": 1.0}
 
 
 def _key(name: str) -> str:
@@ -52,7 +73,7 @@ def _key(name: str) -> str:
 LOWER = np.array([_LO[_key(n)] for n in NAMES])
 UPPER = np.array([_HI[_key(n)] for n in NAMES])
 DEFAULT = np.array([_START[_key(n)] for n in NAMES])
-I_T_HALF, I_ATTN, I_FP8 = 0, 1, 2
+I_T_HALF, I_ATTN, I_FP8, I_LINK_SCALEUP, I_LINK_PCIE = 0, 1, 2, 3, 4
 # Weight of the prior: one point's worth of evidence per factor e^0.5 ~ 1.65 away from the
 # first-principles value; dozens of measured points overrule it, a handful do not.
 PRIOR_SIGMA = 0.5
@@ -65,21 +86,66 @@ def engine_slice(e: int) -> tuple[int, int, int]:
 
 @dataclass
 class Prepared:
-    """A point with its base parameter vector (catalog defaults), ready for fast evaluation."""
+    """A point with its base parameter vector (catalog defaults), ready for fast evaluation.
+    Offline points carry the engine's running batch (``batch``) and token budget (``budget``)."""
 
     point: Point
     base: np.ndarray
     fp8: bool
     engine_index: int
+    link: str = "scaleup"
+    batch: float = 0.0
+    budget: float = 0.0
+
+
+def offline_batch(pt: Point) -> tuple[float, float]:
+    """(running sequences, token budget per step) of an engine under maximum load, from its
+    memory plan and scheduler limits. TensorRT-LLM as trtllm-bench builds it (its tuning
+    heuristic, KV share 0.95 of free memory as the perf overview runs it, GUARANTEED_NO_EVICT:
+    every request reserves isl + osl); vLLM and SGLang with their profile defaults."""
+    m, a = get_model(pt.model), get_accelerator(pt.accelerator)
+    seq = pt.isl + pt.osl
+    eng: S.VllmEngine
+    if pt.engine == "trtllm":
+        eng = S.TrtllmEngine(**engines.trtllm_bench_engine(m, a, pt.tp, pt.pp, pt.precision, pt.kv, pt.isl, pt.osl))
+    elif pt.engine == "sglang":
+        eng = engines.concrete(S.SglangEngine(), a, pt.tp)
+    else:
+        eng = S.VllmEngine()
+    budget = int(eng.max_num_batched_tokens or 0)
+    plan = memory_plan(m, a, pt.tp, pt.pp, pt.precision, pt.kv, eng.block_size, float(eng.gpu_memory_utilization or 0.0),
+                       budget, eng.max_num_seqs, eng.runtime_overhead_gb, of_free_memory=engines.of_free_memory(eng))
+    fits = plan.num_blocks // -(-seq // plan.block_size)
+    return float(min(eng.max_num_seqs, fits)), float(budget)
 
 
 def prepare(points: list[Point]) -> list[Prepared]:
     out = []
     for pt in points:
         m, a = get_model(pt.model), get_accelerator(pt.accelerator)
-        base = cost_params(m, a, pt.tp, 1, pt.precision, "auto", calibration="first_principles")
-        out.append(Prepared(pt, base, compute_precision(a, pt.precision) == "fp8", ENGINES.index(pt.engine)))
+        base = cost_params(m, a, pt.tp, pt.pp, pt.precision, pt.kv, calibration="first_principles")
+        pr = Prepared(pt, base, compute_precision(a, pt.precision) in LOW_PRECISION, ENGINES.index(pt.engine), link_class(a))
+        if pt.kind == "offline_tok_s":
+            pr.batch, pr.budget = offline_batch(pt)
+        out.append(pr)
     return out
+
+
+def offline_steady(p: np.ndarray, batch: float, budget: float, isl: float, osl: float) -> float:
+    """Output tokens per second of a replica whose running batch is always full (maximum load).
+
+    In the steady state each of the ``batch`` sequences decodes one token per step and a request
+    finishes every ``osl - 1`` steps of its own, so ``batch / (osl - 1)`` new prompts are
+    prefilled per step (chunked into the same steps); the token budget caps decodes plus prefill
+    tokens. Each request yields ``osl`` tokens, the first from its prefill.
+    """
+    d = max(osl - 1.0, 1.0)
+    b = min(batch, budget / (1.0 + isl / d))
+    if b <= 0.0:
+        return 0.0
+    c = b / d
+    t = K.step_time(p, c * isl, c * isl * (isl + 1.0) / 2.0, 0.0, b, b * (isl + 1.0 + d / 2.0), b + c)
+    return c * osl / t
 
 
 def as_params(theta: np.ndarray) -> dict[str, float]:
@@ -88,11 +154,14 @@ def as_params(theta: np.ndarray) -> dict[str, float]:
 
 def apply(theta: np.ndarray, pr: Prepared) -> np.ndarray:
     """The simulator's own calibration step (serving.costmodel.apply_calibration) at ``theta``."""
-    return apply_calibration(pr.base, as_params(theta), ENGINES[pr.engine_index], pr.fp8)
+    return apply_calibration(pr.base, as_params(theta), ENGINES[pr.engine_index], pr.fp8, pr.link)
 
 
-def predict_point(p: np.ndarray, pt: Point) -> float:
-    """What the kernel says for this measurement (same units as ``pt.measured``)."""
+def predict_point(p: np.ndarray, pt: Point, batch: float = 0.0, budget: float = 0.0) -> float:
+    """What the kernel says for this measurement (same units as ``pt.measured``); offline points
+    need the engine's running batch and token budget (:func:`offline_batch`)."""
+    if pt.kind == "offline_tok_s":
+        return offline_steady(p, batch, budget, float(pt.isl), float(pt.osl))
     b, s, o = float(pt.batch), float(pt.isl), float(pt.osl)
     if pt.kind == "prefill_ms":
         return K.step_time(p, b * s, b * s * (s + 1) / 2.0, 0.0, 0.0, 0.0, b) * 1000.0
@@ -110,8 +179,12 @@ def predict_point(p: np.ndarray, pt: Point) -> float:
     raise ValueError(pt.kind)
 
 
+def predict(theta: np.ndarray, pr: Prepared) -> float:
+    return predict_point(apply(theta, pr), pr.point, pr.batch, pr.budget)
+
+
 def residuals(theta: np.ndarray, prepared: list[Prepared]) -> np.ndarray:
-    return np.array([math.log(predict_point(apply(theta, pr), pr.point) / pr.point.measured) for pr in prepared])
+    return np.array([math.log(max(predict(theta, pr), 1e-12) / pr.point.measured) for pr in prepared])
 
 
 @dataclass
@@ -131,7 +204,14 @@ def fit(prepared: list[Prepared], start: np.ndarray | None = None, prior_sigma: 
     theta0 = (DEFAULT if start is None else start).copy()
     engines_present = {pr.engine_index for pr in prepared}
     has_fp8 = any(pr.fp8 for pr in prepared)
-    free = [I_T_HALF, I_ATTN] + ([I_FP8] if has_fp8 else []) + [i for e in sorted(engines_present) for i in engine_slice(e)]
+    free = [I_T_HALF, I_ATTN] + ([I_FP8] if has_fp8 else [])
+    # A link class is free only where points run tensor parallel over it.
+    for i, cls in ((I_LINK_SCALEUP, "scaleup"), (I_LINK_PCIE, "pcie")):
+        if any(pr.link == cls and pr.point.tp > 1 for pr in prepared):
+            free.append(i)
+    for e in sorted(engines_present):
+        # A tied engine's kernel efficiencies are its partner's: only its overhead is free.
+        free += [engine_slice(e)[2]] if ENGINES[e] in TIED else list(engine_slice(e))
 
     def res(x: np.ndarray) -> np.ndarray:
         th = theta0.copy()
@@ -151,7 +231,7 @@ def fit(prepared: list[Prepared], start: np.ndarray | None = None, prior_sigma: 
 
 def ape(theta: np.ndarray, prepared: list[Prepared]) -> np.ndarray:
     """Absolute percentage errors of each point."""
-    return np.array([abs(predict_point(apply(theta, pr), pr.point) / pr.point.measured - 1.0) for pr in prepared])
+    return np.array([abs(predict(theta, pr) / pr.point.measured - 1.0) for pr in prepared])
 
 
 def cross_validate(prepared: list[Prepared], by: str, start: np.ndarray | None = None) -> list[tuple[str, np.ndarray, list[Prepared]]]:

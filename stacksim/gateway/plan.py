@@ -86,6 +86,10 @@ class TargetPlan:
     usd_out_per_token: float = 0.0
     cost_known: bool = True
     usd_cached_in_per_token: float | None = None  # None: as usd_in_per_token
+    # A disaggregated group's name (serving/disagg.py): calls go to its prefill deployment, then
+    # its decode deployment (``deployment``, where the answer streams from, as its client rows).
+    disagg: str | None = None
+    lora: Any = None  # the adapter (a name, or schema_lora.CallerTenants) a self-hosted target serves calls with
 
     def __post_init__(self) -> None:
         if self.usd_cached_in_per_token is None:
@@ -220,6 +224,51 @@ def provider_model_for(ep: EndpointPlan, candidates: tuple[str | None, ...], whe
     return pm
 
 
+@dataclass
+class SelfHosted:
+    """Where a self-hosted gateway target sends its calls: a deployment, or a disaggregated group."""
+
+    deployment: str  # the deployment, or the group's decode side
+    region: str
+    context_window: int
+    disagg: str | None = None
+
+
+def self_hosted(rs: ResolvedScenario, name: str, lora: Any, where: tuple[str | int, ...], lora_where: tuple[str | int, ...],
+                problems: list[PathProblem]) -> SelfHosted | None:
+    """A deployment or a disaggregated group as a gateway target, with its adapter checked; None
+    (and a problem, unless the deployment's own problem is reported already) when it cannot be one.
+
+    A group's region is its pools' region: resolve_disagg requires both in one region (the KV moves
+    within one data centre), so the residency and latency of a group are those of that region.
+    Its context window is the smaller of its two sides' max_model_len."""
+    from stacksim.scenario.resolve import PathProblem
+    from stacksim.serving.lora import adapter_problems, gateway_adapters
+
+    sc = rs.scenario
+    g = sc.disaggregated.get(name)
+    if g is not None:
+        if lora is not None:
+            problems.append(PathProblem(lora_where, f"'{name}' is a disaggregated group; LoRA adapters on prefill/decode "
+                                        "pairs are not modelled (its requests run the base model). Drop lora, or route "
+                                        "to a deployment with engine.lora"))
+            return None
+        p, d = rs.deployments.get(g.prefill), rs.deployments.get(g.decode)
+        if p is None or d is None:
+            return None  # the group's or the deployment's own problem says why
+        return SelfHosted(g.decode, d.pool.spec.region, min(p.max_model_len, d.max_model_len), disagg=name)
+    rd = rs.deployments.get(name)
+    if rd is None:
+        if name not in sc.deployments:
+            valid = f"deployments: {', '.join(sc.deployments) or 'none'}" + (
+                f"; disaggregated: {', '.join(sc.disaggregated)}" if sc.disaggregated else "")
+            problems.append(PathProblem(where, f"no deployment or disaggregated group named '{name}'; {valid}"))
+        return None
+    for path, msg in adapter_problems(name, rd.lora, gateway_adapters(lora), lora_where):
+        problems.append(PathProblem(path, msg))
+    return SelfHosted(name, rd.pool.spec.region, rd.max_model_len)
+
+
 def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem]) -> GatewayPlan | None:
     from stacksim.scenario.resolve import PathProblem
 
@@ -253,22 +302,24 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
             "rpm": lp.rpm, "tpm": lp.tpm, "weight": lp.weight, "order": lp.order, "timeout": lp.timeout,
             "stream_timeout": lp.stream_timeout, "max_parallel": lp.max_parallel_requests,
         }
-        is_self = prefix in SELF_PREFIX or (prefix == "openai" and rest in rs.deployments and _host(lp.api_base) not in ("", "api.openai.com"))
+        mine = rest in rs.scenario.deployments or rest in rs.scenario.disaggregated
+        is_self = prefix in SELF_PREFIX or (prefix == "openai" and mine and _host(lp.api_base) not in ("", "api.openai.com"))
+        lora_where = ("gateway", "model_list", i, "litellm_params", "lora")
         if is_self:
-            rd = rs.deployments.get(rest)
-            if rd is None:
-                group = " (a disaggregated group is not a gateway target yet: point a workload at it)" if rest in rs.scenario.disaggregated else ""
-                problems.append(PathProblem(where, f"no deployment named '{rest}'{group}; deployments: {', '.join(rs.deployments) or 'none'}"))
+            sh = self_hosted(rs, rest, lp.lora, where, lora_where, problems)
+            if sh is None:
                 continue
-            region = rd.pool.spec.region
             known = lp.input_cost_per_token is not None and lp.output_cost_per_token is not None
             t = TargetPlan(
-                len(targets), entry.model_name, f"{prefix}/{rest}", "self", region,
-                rm.jurisdiction(region) if region in rm.places else "", rd.max_model_len, deployment=rest,
+                len(targets), entry.model_name, f"{prefix}/{rest}", "self", sh.region,
+                rm.jurisdiction(sh.region) if sh.region in rm.places else "", sh.context_window, deployment=sh.deployment,
                 usd_in_per_token=lp.input_cost_per_token or 0.0, usd_out_per_token=lp.output_cost_per_token or 0.0,
-                cost_known=known, **common,
+                cost_known=known, disagg=sh.disagg, lora=lp.lora, **common,
             )
         else:
+            if lp.lora is not None:
+                problems.append(PathProblem(lora_where, f"lora applies to self-hosted targets (hosted_vllm/<deployment>); "
+                                            f"'{lp.model}' is a hosted provider's model"))
             if prefix in endpoints:
                 ep = endpoints[prefix]
             else:

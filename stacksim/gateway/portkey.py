@@ -38,6 +38,7 @@ from stacksim.gateway.plan import (
     _host,
     _implicit_endpoint,
     provider_model_for,
+    self_hosted,
 )
 from stacksim.network import allowed
 from stacksim.scenario import schema_portkey as P
@@ -219,14 +220,18 @@ class _Compiler:
         label = f"{group}:{node.path}"
         if spec.custom_host is not None:
             dep = _host(spec.custom_host)
-            rd = rs.deployments.get(dep)
-            if rd is None:
+            if dep not in rs.scenario.deployments and dep not in rs.scenario.disaggregated:
+                groups = f"; disaggregated: {', '.join(rs.scenario.disaggregated)}" if rs.scenario.disaggregated else ""
                 self.problems.append(PathProblem(where + ("custom_host",), f"custom_host '{spec.custom_host}' names no deployment "
-                                                 f"(write http://<deployment>:8000/v1); deployments: {', '.join(rs.deployments) or 'none'}"))
+                                                 f"or disaggregated group (write http://<name>:8000/v1); deployments: "
+                                                 f"{', '.join(rs.scenario.deployments) or 'none'}{groups}"))
                 return None
-            region = rd.pool.spec.region
-            t = TargetPlan(len(self.targets), group, label, "self", region, rm.jurisdiction(region) if region in rm.places else "",
-                           rd.max_model_len, deployment=dep, timeout=timeout_s, cost_known=False)
+            sh = self_hosted(rs, dep, spec.lora, where + ("custom_host",), where + ("lora",), self.problems)
+            if sh is None:
+                return None
+            t = TargetPlan(len(self.targets), group, label, "self", sh.region, rm.jurisdiction(sh.region) if sh.region in rm.places else "",
+                           sh.context_window, deployment=sh.deployment, timeout=timeout_s, cost_known=False, disagg=sh.disagg,
+                           lora=spec.lora)
         else:
             ep = self._endpoint(spec, where)
             if ep is None:
@@ -244,7 +249,7 @@ class _Compiler:
                            usd_in_per_token=(pm.usd_per_1m_input or 0.0) * up / 1e6,
                            usd_out_per_token=(pm.usd_per_1m_output or 0.0) * up / 1e6, cost_known=pm.usd_per_1m_input is not None)
         t.label = spec.name and f"{group}:{spec.name}" or (
-            f"{group}:{t.deployment}" if t.kind == "self" else f"{group}:{t.endpoint}/{model}")
+            f"{group}:{t.disagg or t.deployment}" if t.kind == "self" else f"{group}:{t.endpoint}/{model}")
         if any(x.label == t.label for x in self.targets):
             t.label += f"@{node.path}"
         self.targets.append(t)

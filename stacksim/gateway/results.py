@@ -98,6 +98,8 @@ def gateway_summary(sim: Simulation, calls: pd.DataFrame, attempts: pd.DataFrame
     gw = sim.gateway
     assert gw is not None
     plan = gw.plan
+    if "outcome" not in calls:  # no call at all, beside rows of other kinds only: the gateway's (empty) columns
+        calls = calls.reindex(columns=calls.columns.union(calls_frame(sim, end).columns, sort=False))
     st = calls["status"]
     outcome = Counter(str(x) for x in calls["outcome"].dropna())
     fails = attempts["http_status"].to_numpy() if len(attempts) else np.zeros(0, dtype=np.int64)
@@ -120,6 +122,8 @@ def gateway_summary(sim: Simulation, calls: pd.DataFrame, attempts: pd.DataFrame
         targets[t.label] = {
             "route": t.group,
             "kind": "self-hosted" if t.kind == "self" else "provider",
+            **({"disaggregated": t.disagg} if t.disagg is not None else {}),
+            **({"lora": t.lora if isinstance(t.lora, str) else t.lora.model_dump()} if t.lora is not None else {}),
             "region": t.region,
             "jurisdiction": t.jurisdiction,
             "attempts": len(a),
@@ -272,6 +276,10 @@ def workload_reach(sim: Simulation) -> list[set[str]]:
         for g in groups:
             for i in plan.groups.get(g, []):
                 t = plan.targets[i]
+                if t.disagg is not None:  # both sides of a prefill/decode pair
+                    g = sim.rs.disaggregated[t.disagg]
+                    reach |= {f"deployment:{g.prefill.name}", f"deployment:{g.decode.name}"}
+                    continue
                 reach.add(f"deployment:{t.deployment}" if t.kind == "self" else f"endpoint:{t.endpoint}")
         out.append(reach)
     return out

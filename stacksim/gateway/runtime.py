@@ -24,6 +24,7 @@ from stacksim.gateway.providers import NEVER, ProviderRuntime
 from stacksim.gateway.routing import LatencyBased, Usage, make_strategy, within_limits
 from stacksim.metrics import COMPLETED, FAILED, REJECTED
 from stacksim.network import RegionMap, allowed
+from stacksim.serving.lora import caller_adapter, set_adapter
 
 if TYPE_CHECKING:
     from stacksim.engine.simulation import Simulation
@@ -114,6 +115,39 @@ class _Principal:
         self.rejected_budget = 0
 
 
+class _RequestView:
+    """What an attempt at a deployment reads of its serving request."""
+
+    def __init__(self, reqs: Any):
+        self.reqs = reqs
+
+    def first(self, k: int) -> float:
+        return float(self.reqs.first_token_s[k])
+
+    def status(self, k: int) -> int:
+        return int(self.reqs.status[k])
+
+    def cached(self, k: int) -> int:
+        return int(self.reqs.cached_tokens[k])
+
+
+class _ClientView:
+    """What an attempt at a disaggregated group reads of its client request (serving/disagg.py):
+    the first token from the side the group names, the prefill side's prefix-cache hit."""
+
+    def __init__(self, dz: Any):
+        self.dz = dz
+
+    def first(self, k: int) -> float:
+        return float(self.dz.first_token_s(k))
+
+    def status(self, k: int) -> int:
+        return int(self.dz.clients.status[k])
+
+    def cached(self, k: int) -> int:
+        return int(self.dz.sim.reqs.cached_tokens[int(self.dz.clients.prefill_rid[k])])
+
+
 class GatewayRuntime:
     def __init__(self, sim: Simulation, plan: GatewayPlan, rm: RegionMap, calls: CallTable,
                  workloads: list[Any], residency: list[frozenset[str] | None], client_regions: list[str]):
@@ -147,7 +181,11 @@ class GatewayRuntime:
         self.cache: dict[tuple[int, int], float] = {}
         self.group_index = {g: i for i, g in enumerate(plan.groups)}
         self.waiting: dict[int, simpy.Event] = {}  # serving request id -> its attempt's event
-        self.dep_targets = {t.deployment for t in self.targets if t.kind == "self"}
+        # Deployments whose finished requests the gateway waits on (a disaggregated group's clients
+        # end in serving/disagg.py, which triggers the attempt's event itself).
+        self.dep_targets = {t.deployment for t in self.targets if t.kind == "self" and t.disagg is None}
+        self.lora_ids = [self._lora_ids(t) for t in self.targets]
+        self.call_lora: dict[int, str] = {}  # call -> the adapter of the attempt that answered it
         # Attempt log (one row per try at a deployment).
         self.a_call: list[int] = []
         self.a_target: list[int] = []
@@ -165,6 +203,20 @@ class GatewayRuntime:
             self.portkey = PortkeyRouter(self, plan.portkey)
 
     # ------------------------------------------------------------------ plumbing
+
+    def _lora_ids(self, t: TargetPlan) -> dict[str, int]:
+        """Adapter name -> id on a self-hosted target's deployment (empty: no adapters named)."""
+        if t.kind != "self" or t.lora is None:
+            return {}
+        rl = self.sim.rs.deployments[t.deployment].lora  # type: ignore[index]
+        return dict(rl.index) if rl is not None else {}
+
+    def _adapter(self, cid: int, t: TargetPlan) -> tuple[str | None, int]:
+        """The LoRA adapter (name, id; None and 0 for the base model) this call runs on target ``t``."""
+        if t.lora is None:
+            return None, 0
+        name = caller_adapter(t.lora, self.workloads[self.calls.workload[cid]].tags)
+        return name, (self.lora_ids[t.index][name] if name is not None else 0)
 
     def on_serving_done(self, rid: int) -> None:
         ev = self.waiting.pop(rid, None)
@@ -360,6 +412,9 @@ class GatewayRuntime:
         """Known-down capacity is skipped as LiteLLM's health checks would (a deployment with no
         live replica; a provider in an announced outage is *not* known: it is found by failing)."""
         if t.kind == "self":
+            if t.disagg is not None:  # a prefill/decode pair needs both sides
+                g = self.sim.rs.disaggregated[t.disagg]
+                return self.sim.deployments[g.prefill.name].any_up() and self.sim.deployments[g.decode.name].any_up()
             dep = self.sim.deployments[t.deployment]  # type: ignore[index]
             return dep.any_up()
         return True
@@ -461,39 +516,52 @@ class GatewayRuntime:
             if ok:
                 return self._log(cid, t, start, True, "ok", 200, first, end, cost, egress, out)
             return self._log(cid, t, start, False, kind, http, NEVER, env.now, 0.0, egress, out)
-        # Self-hosted: a serving request on the deployment's replicas.
+        # Self-hosted: a serving request on the deployment's replicas, or a client request of a
+        # disaggregated group (its prefill leg, the KV transfer, its decode leg: serving/disagg.py).
         yield env.timeout(rtt / 2.0)
-        dep = self.sim.deployments[t.deployment]  # type: ignore[index]
-        rid = self.sim.new_serving_request(env.now, inp, out, int(c.workload[cid]), dep, cid)
-        blocks = self.blocks.get(cid)
-        if blocks is not None and hasattr(self.sim.reqs, "set_blocks"):
-            self.sim.reqs.set_blocks(rid, *blocks)
-        ev = env.event()
-        self.waiting[rid] = ev
-        dep.submit(rid)
         reqs = self.sim.reqs
+        blocks = self.blocks.get(cid)
+        lora, adapter = self._adapter(cid, t)
+        if t.disagg is not None:
+            dz = self.sim.disagg
+            assert dz is not None
+            key, ev = dz.submit_call(t.disagg, inp, out, int(c.workload[cid]), cid, blocks)
+            waiting: dict[int, simpy.Event] = dz.waiting
+            view: _RequestView | _ClientView = _ClientView(dz)
+        else:
+            dep = self.sim.deployments[t.deployment]  # type: ignore[index]
+            key = self.sim.new_serving_request(env.now, inp, out, int(c.workload[cid]), dep, cid)
+            if blocks is not None and hasattr(reqs, "set_blocks"):
+                reqs.set_blocks(key, *blocks)
+            set_adapter(reqs, key, adapter)  # before the balancer sees it (lora_affinity)
+            ev = env.event()
+            waiting = self.waiting
+            waiting[key] = ev
+            dep.submit(key)
+            view = _RequestView(reqs)
         deadline_total = start + total_to
         if first_to is not None and not ev.triggered:
             d = start + first_to - rtt / 2.0 - env.now
             if d > 0:
                 yield ev | env.timeout(d)
-            if not ev.triggered and math.isnan(reqs.first_token_s[rid]):
-                self.waiting.pop(rid, None)
+            if not ev.triggered and math.isnan(view.first(key)):
+                waiting.pop(key, None)
                 return self._log(cid, t, start, False, "timeout", 408, NEVER, env.now, 0.0, egress, out)
         if not ev.triggered:
             d = deadline_total - rtt / 2.0 - env.now
             if d > 0:
                 yield ev | env.timeout(d)
             if not ev.triggered:
-                self.waiting.pop(rid, None)
+                waiting.pop(key, None)
                 return self._log(cid, t, start, False, "timeout", 408, NEVER, env.now, 0.0, egress, out)
-        st = int(reqs.status[rid])
+        st = view.status(key)
         if st == COMPLETED:
-            col = getattr(reqs, "cached_tokens", None)
-            if col is not None:  # a replica's prefix-cache hit, not a provider's prompt cache
-                c.cached_tokens[cid] = int(col[rid])
+            # A replica's prefix-cache hit (the prefill side's for a group), not a provider's prompt cache.
+            c.cached_tokens[cid] = view.cached(key)
+            if lora is not None:
+                self.call_lora[cid] = lora
             yield env.timeout(rtt / 2.0)
-            first = float(reqs.first_token_s[rid]) + rtt / 2.0
+            first = view.first(key) + rtt / 2.0
             egress += rm.egress_usd(t.region, inst.region, out)
             cost = inp * t.usd_in_per_token + out * t.usd_out_per_token
             return self._log(cid, t, start, True, "ok", 200, first, env.now, cost, egress, out)

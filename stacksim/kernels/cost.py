@@ -8,6 +8,9 @@ attention), plus tensor-parallel all-reduces, plus a fixed per-step overhead:
     t_comm  = n_allreduce * (latency + 2 (tp-1)/tp * T * hidden * bytes / link_bw)
     t_step  = pp * (t_lin + t_attn_p + t_attn_d + t_comm) + (pp-1) * p2p + overhead
 
+With pipeline parallelism the batch runs as m = min(pp, sequences) micro-batches: every term
+above is taken at the micro-batch's share of the work (weights are still read whole by each).
+
 ``eff(T) = eff_max * T / (T + T_half)``: matmuls on few tokens cannot fill the tensor cores.
 Mixture-of-experts layers read only the experts the batch touches: with uniform routing of T
 tokens to k of E experts, E * (1 - (1 - k/E)^T) experts on average.
@@ -123,9 +126,25 @@ def iteration_time(
     has one query per sequence, so pairs = KV read = the summed context; a speculative
     verification has k+1 queries per sequence over the same cached keys. ``lora_flops`` and
     ``lora_bytes``: see :func:`step_time_lora` (0.0 without LoRA, which leaves every sum as it was)."""
-    tokens = n_prefill_tokens + n_decode_tokens
-    if tokens <= 0.0:
+    if n_prefill_tokens + n_decode_tokens <= 0.0:
         return 0.0
+    pp = p[PP]
+    if pp > 1.0:
+        # Pipeline parallelism runs the batch as m = min(pp, sequences) micro-batches in flight
+        # (vLLM's virtual engines, TensorRT-LLM's micro-batches): each stage works on a 1/m share,
+        # and the batch advances one token per round trip of a micro-batch through the pp stages.
+        m = min(pp, max(1.0, n_logits))
+        if m > 1.0:
+            inv = 1.0 / m
+            n_prefill_tokens *= inv
+            prefill_pairs *= inv
+            prefill_ctx_read *= inv
+            n_decode_tokens *= inv
+            decode_pairs *= inv
+            decode_kv_read *= inv
+            n_logits *= inv
+            lora_flops *= inv
+    tokens = n_prefill_tokens + n_decode_tokens
     eff = p[EFF_MAX] * tokens / (tokens + p[EFF_HALF_TOKENS])
     lin_flops = tokens * p[LIN_FLOPS_PER_TOKEN] + n_logits * p[LMHEAD_FLOPS_PER_LOGIT] + lora_flops
     t_lin_c = lin_flops / (p[PEAK_FLOPS] * eff)
@@ -156,7 +175,6 @@ def iteration_time(
     if tp > 1.0:
         per = p[COLLECTIVE_LATENCY_S] + 2.0 * (tp - 1.0) / tp * tokens * p[ALLREDUCE_BYTES_PER_TOKEN] / p[LINK_BW]
         t_comm = p[NUM_ALLREDUCES] * per
-    pp = p[PP]
     t_hop = 0.0
     if pp > 1.0:
         t_hop = (pp - 1.0) * (p[COLLECTIVE_LATENCY_S] + tokens * p[ALLREDUCE_BYTES_PER_TOKEN] / p[LINK_BW])

@@ -19,9 +19,14 @@ def step_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, de
 
 def iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decode, decode_pairs, decode_kv_read, n_logits,
                    lora_flops=0.0, lora_bytes=0.0):
-    tokens = n_prefill_tokens + n_decode
-    if tokens <= 0:
+    if n_prefill_tokens + n_decode <= 0:
         return 0.0
+    micro = min(int(p[K.PP]), max(1.0, n_logits)) if p[K.PP] > 1 else 1.0
+    # Pipeline parallelism: one of `micro` micro-batches in flight, each with its share of the batch.
+    n_prefill_tokens, prefill_pairs, prefill_ctx_read = (x / micro for x in (n_prefill_tokens, prefill_pairs, prefill_ctx_read))
+    n_decode, decode_pairs, decode_kv_read = (x / micro for x in (n_decode, decode_pairs, decode_kv_read))
+    n_logits, lora_flops = n_logits / micro, lora_flops / micro
+    tokens = n_prefill_tokens + n_decode
     n_layers_units = max(1, round(p[K.NUM_ALLREDUCES] / 2)) if p[K.TP] > 1 else 1
     # Split every per-GPU quantity evenly over "units" (layers when TP>1) and add them back up:
     # identical layers make sum-of-maxes equal max-of-sums, which is what the fast kernel uses.
@@ -29,7 +34,7 @@ def iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decod
     peak = p[K.PEAK_FLOPS]
     bw = p[K.MEM_BW] * p[K.EFF_MEM]
     if p[K.NUM_EXPERTS] > 1:
-        miss = 1.0
+        miss = (1.0 - p[K.EXPERTS_PER_TOKEN] / p[K.NUM_EXPERTS]) ** (tokens - int(tokens))  # a micro-batch's fraction
         for _ in range(int(tokens)):
             miss *= 1.0 - p[K.EXPERTS_PER_TOKEN] / p[K.NUM_EXPERTS]
         touched = p[K.NUM_EXPERTS] * (1.0 - miss)

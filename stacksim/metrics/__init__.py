@@ -25,6 +25,10 @@ STATUS_NAMES = {
 
 # Rows of the request table's float block RF and int block RI (the Numba scheduler writes them).
 RF_ARRIVAL, RF_ADMITTED, RF_FIRST, RF_FINISH, RF_LAST_TOKEN = range(5)
+# KV-cache tiers (serving/kv_offload.py): seconds to load the last lookup's hit from host memory or
+# SSD before its prefill (0 without engine.kv_offload).
+RF_PFX_LOAD = 5
+RF_ROWS = 6
 RI_INPUT, RI_OUTPUT, RI_WORKLOAD, RI_DEPLOYMENT, RI_REPLICA, RI_PREEMPTIONS, RI_STATUS, RI_GEN_DONE, RI_CALL = range(9)
 # Prefix caching (serving/prefix_cache.py): cached prompt tokens at the first admission
 # (exported), the last lookup's hit, and the cache version that lookup saw (0: no blocks attached).
@@ -61,7 +65,8 @@ class RequestTable:
         # the prefix cache counts them as present at the request's first admission.
         self.kv_transferred: dict[int, int] = {}
         cap = max(16, capacity)
-        self.RF = np.full((5, cap), np.nan)
+        self.RF = np.full((RF_ROWS, cap), np.nan)
+        self.RF[RF_PFX_LOAD] = 0.0
         self.RI = np.zeros((RI_ROWS, cap), dtype=np.int64)
         self.RI[RI_DEPLOYMENT] = -1
         self.RI[RI_REPLICA] = -1
@@ -82,7 +87,8 @@ class RequestTable:
         cap = self.capacity
         while cap < need:
             cap *= 2
-        rf = np.full((5, cap), np.nan)
+        rf = np.full((RF_ROWS, cap), np.nan)
+        rf[RF_PFX_LOAD] = 0.0
         ri = np.zeros((RI_ROWS, cap), dtype=np.int64)
         ri[RI_DEPLOYMENT] = -1
         ri[RI_REPLICA] = -1

@@ -18,6 +18,7 @@ from stacksim.errors import Problem
 from stacksim.gateway.plan import GatewayPlan
 from stacksim.network import RegionMap
 from stacksim.scenario import schema as S
+from stacksim.serving import engines
 from stacksim.serving.core import ADMIT_WATERMARK
 from stacksim.serving.costmodel import (
     DoesNotFit,
@@ -27,6 +28,7 @@ from stacksim.serving.costmodel import (
     memory_plan,
     speculation,
 )
+from stacksim.serving.kv_offload import KvOffloadError, ResolvedKvOffload, resolve_kv_offload
 from stacksim.serving.lora import LoraError, ResolvedLora, resolve_lora, workload_problems
 from stacksim.workload.traces import TraceFormatError, load_trace
 
@@ -61,6 +63,7 @@ class ResolvedDeployment:
     params: np.ndarray
     max_model_len: int
     lora: ResolvedLora | None = None  # engine.lora resolved (serving/lora.py)
+    kv_offload: ResolvedKvOffload | None = None  # engine.kv_offload resolved (serving/kv_offload.py)
 
     @property
     def slots(self) -> int:
@@ -187,7 +190,9 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
             continue
         # An autoscaled deployment may grow to max_replicas: the pool must hold that many.
         used[dep.pool] = used.get(dep.pool, 0) + (dep.autoscaling.max_replicas if dep.autoscaling else dep.replicas) * tp * pp
-        eng = dep.engine
+        eng = engines.concrete(dep.engine, pool.accelerator, tp)
+        if eng is not dep.engine:  # the profile's start-up rules filled settings left out (serving/engines.py)
+            dep = dep.model_copy(update={"engine": eng})
         if eng.max_num_batched_tokens < eng.max_num_seqs:
             problems.append(
                 PathProblem(
@@ -222,10 +227,18 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
                 model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype, eng.block_size,
                 eng.gpu_memory_utilization, eng.max_num_batched_tokens, eng.max_num_seqs, eng.runtime_overhead_gb,
                 spec=specdec, lora_bytes_per_gpu=lora.slot_bytes_per_gpu if lora is not None else 0.0,
+                of_free_memory=engines.of_free_memory(eng),
             )
         except DoesNotFit as exc:
             problems.append(PathProblem(where, str(exc)))
             continue
+        kv_offload = None
+        if eng.kv_offload is not None:  # host-memory / SSD tiers under the prefix cache
+            try:
+                kv_offload = resolve_kv_offload(eng.kv_offload, plan, pool.accelerator)
+            except KvOffloadError as exc:
+                problems.append(PathProblem(where + exc.path, str(exc)))
+                continue
         mml = eng.max_model_len or model.max_context
         if eng.max_model_len is not None and eng.max_model_len > model.max_context:
             problems.append(
@@ -260,7 +273,7 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
             continue
         params = cost_params(model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype, eng.cost_model, eng.kind,
                              spec=specdec)
-        rs.deployments[name] = ResolvedDeployment(name, dep, model, pool, plan, params, mml, lora)
+        rs.deployments[name] = ResolvedDeployment(name, dep, model, pool, plan, params, mml, lora, kv_offload)
 
     for pname, n in used.items():
         have = sc.pools[pname].count

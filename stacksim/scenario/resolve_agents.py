@@ -34,6 +34,7 @@ def resolve_agents(rs: ResolvedScenario, problems: list[PathProblem]) -> None:
     for an, a in sc.agents.items():
         target_ok(("agents", an, "model"), a.model)
         _check_steps(sc, ("agents", an, "steps"), a.steps, problems, target_ok)
+        _check_lora(rs, an, a, problems)
     # Sub-agent cycles would recurse for ever.
     for an in sc.agents:
         if _cycle(sc, an, [an]):
@@ -59,6 +60,50 @@ def resolve_agents(rs: ResolvedScenario, problems: list[PathProblem]) -> None:
                     if not allowed(allow, j):
                         problems.append(PathProblem(where + ("residency",), f"agent '{agent}' calls deployment '{target}' in {region} ({j}) "
                                                     f"directly, which residency '{f.residency}' forbids; route it through the gateway or move it"))
+
+
+def _check_lora(rs: ResolvedScenario, an: str, a: Any, problems: list[PathProblem]) -> None:
+    """An agent's and its LLM steps' adapters: each on a deployment the call goes to directly, and
+    one that deployment serves. (Through a gateway route, the route names the adapter.)"""
+    from stacksim.agents import walk_steps
+    from stacksim.scenario.resolve import PathProblem
+    from stacksim.serving.lora import adapter_problems
+
+    sc = rs.scenario
+    uses: list[tuple[tuple[Any, ...], str, str, bool]] = []  # (where, target, adapter, set on this field)
+    if a.lora is not None:
+        uses.append((("agents", an, "lora"), a.model, a.lora, True))
+    paths = _llm_paths(("agents", an, "steps"), a.steps)
+    for s in walk_steps(a.steps):
+        if s.kind != "llm":
+            continue
+        if s.lora is not None:
+            uses.append((paths[id(s)] + ("lora",), s.model or a.model, s.lora, True))
+        elif a.lora is not None and s.model is not None and s.model in sc.deployments:
+            uses.append((("agents", an, "lora"), s.model, a.lora, False))
+    for where, target, adapter, own in uses:
+        if target not in sc.deployments:
+            if own and target in (rs.gateway_plan.groups if rs.gateway_plan is not None else {}):
+                problems.append(PathProblem(where, f"'{target}' is a gateway route; the route names the LoRA adapter of its "
+                                            "self-hosted targets (litellm_params.lora in model_list, lora on a Portkey "
+                                            "custom_host target). Drop this lora, or call a deployment directly"))
+            continue  # an unknown target is reported at its model field
+        if target not in rs.deployments:
+            continue  # the deployment's own problem is reported already
+        for path, msg in adapter_problems(target, rs.deployments[target].lora, [((), adapter)], where):
+            problems.append(PathProblem(path, msg))
+
+
+def _llm_paths(where: tuple[Any, ...], steps: list[Any]) -> dict[int, tuple[Any, ...]]:
+    """The field path of every step (by id) in a workflow, nested steps included."""
+    out: dict[int, tuple[Any, ...]] = {}
+    for i, s in enumerate(steps):
+        out[id(s)] = where + (i,)
+        if s.kind in ("loop", "branch"):
+            out.update(_llm_paths(where + (i, "steps"), s.steps))
+            if s.kind == "branch":
+                out.update(_llm_paths(where + (i, "else_steps"), s.else_steps))
+    return out
 
 
 def _check_steps(sc: Any, where: tuple[Any, ...], steps: list[Any], problems: list[PathProblem], target_ok: Any) -> None:

@@ -104,7 +104,7 @@ def resolve_disagg(rs: ResolvedScenario, problems: list[PathProblem]) -> None:
     members = set(role)
     routes = rs.gateway_plan.targets if rs.gateway_plan is not None else []
     for t in routes:
-        if t.kind == "self" and t.deployment in members:
+        if t.kind == "self" and t.disagg is None and t.deployment in members:
             r, grp = role[t.deployment]  # type: ignore[index]
             problems.append(PathProblem(("gateway",), f"the gateway routes to '{t.deployment}', the {r} side of disaggregated "
                                         f"group '{grp}'; a member deployment only serves its group"))

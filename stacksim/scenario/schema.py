@@ -18,6 +18,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from stacksim.scenario.schema_base import Name, Strict
 from stacksim.scenario.schema_disagg import Disaggregated
 from stacksim.scenario.schema_gateway import Gateway, PromptRepeats
+from stacksim.scenario.schema_kv_offload import KvOffload
 from stacksim.scenario.schema_lifecycle import Lifecycle
 from stacksim.scenario.schema_lora import Lora, LoraTenants
 from stacksim.scenario.schema_stack import Fault, ProviderEndpoint, Region, ResidencyClass
@@ -174,9 +175,56 @@ class VllmEngine(Strict):
     speculative: Speculative | None = Field(default=None, description="Speculative decoding; omitted: none.")
     lora: Lora | None = Field(default=None, description="Multi-LoRA serving (vLLM --enable-lora); omitted: the base model "
                               "only (serving/lora.py).")
+    kv_offload: KvOffload | None = Field(
+        default=None, description="KV-cache tiers: prefix blocks evicted from HBM go to host memory and optionally a "
+        "local SSD, and are loaded back on a hit (vLLM OffloadingConnector, LMCache); omitted: none "
+        "(serving/kv_offload.py).")
+
+    @model_validator(mode="after")
+    def _offload_needs_prefix_caching(self) -> VllmEngine:
+        if self.kv_offload is not None and not self.prefix_caching:
+            raise ValueError("kv_offload keeps the blocks the prefix cache evicts, so it needs prefix_caching: true; "
+                             "turn prefix caching on or drop kv_offload")
+        return self
 
 
-Engine = Annotated[VllmEngine, Field(discriminator="kind")]
+class SglangEngine(VllmEngine):
+    """SGLang's scheduler defaults (sgl-project/sglang python/sglang/srt/server_args.py and
+    model_runner.py, v0.4-v0.5). Fields keep vLLM's names; each description names SGLang's flag.
+    Settings left out follow SGLang's own rules for the GPU and tensor parallelism
+    (serving/engines.py). The scheduler is stacksim's continuous batching with chunked prefill;
+    SGLang's default of not mixing prefill chunks into decode batches (--enable-mixed-chunk off)
+    is not modelled."""
+
+    kind: Literal["sglang"] = "sglang"  # type: ignore[assignment]
+    max_num_seqs: int = Field(
+        default=2048, ge=1, description="--max-running-requests. SGLang sizes its request pool from the KV "
+        "cache, clamped to 2048-4096 (model_runner.py: min(max(tokens / context_len * 512, 2048), 4096)); the KV "
+        "cache binds first in practice.")
+    max_num_batched_tokens: int | None = Field(  # type: ignore[assignment]
+        default=None, ge=16, description="--chunked-prefill-size; omitted: SGLang's rule by GPU memory, 2048 "
+        "under 35 GiB, 8192 under 160 GiB, 16384 above (server_args.py).")
+    gpu_memory_utilization: float | None = Field(  # type: ignore[assignment]
+        default=None, gt=0, le=1, description="--mem-fraction-static; omitted: SGLang's rule by tensor "
+        "parallelism, 0.88 (tp 1), 0.87 (tp 2), 0.85 (tp 4), 0.81 (tp 8 and more) (server_args.py).")
+
+
+class TrtllmEngine(VllmEngine):
+    """TensorRT-LLM's in-flight batching defaults (NVIDIA/TensorRT-LLM tensorrt_llm/llmapi/llm_args.py).
+    Fields keep vLLM's names; each description names TensorRT-LLM's. Its KV cache takes a fraction
+    of the memory left free after weights and activations, not of the whole GPU."""
+
+    kind: Literal["trtllm"] = "trtllm"  # type: ignore[assignment]
+    max_num_seqs: int = Field(default=2048, ge=1, description="max_batch_size (llm_args.py default 2048).")
+    max_num_batched_tokens: int = Field(default=8192, ge=16, description="max_num_tokens (llm_args.py default 8192).")
+    block_size: int = Field(default=32, ge=1, le=1024, description="KvCacheConfig.tokens_per_block (default 32).")
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="KvCacheConfig.free_gpu_memory_fraction: the share of the memory "
+        "left free after weights, activations and runtime overhead that the KV cache takes (default 0.9; "
+        "trtllm-bench runs in the perf overview often use 0.95).")
+
+
+Engine = Annotated[VllmEngine | SglangEngine | TrtllmEngine, Field(discriminator="kind")]
 
 
 class RoundRobin(Strict):
@@ -317,8 +365,7 @@ class Deployment(Strict):
     @model_validator(mode="before")
     @classmethod
     def _engine_kind(cls, data: object) -> object:
-        # vLLM is the only engine profile so far: `engine:` without a kind means vllm (the
-        # resolved scenario shows it). Profiles for SGLang and TensorRT-LLM come with issue #3.
+        # `engine:` without a kind means vllm (the resolved scenario shows it).
         if isinstance(data, dict) and isinstance(data.get("engine"), dict) and "kind" not in data["engine"]:
             data = {**data, "engine": {"kind": "vllm", **data["engine"]}}
         return data

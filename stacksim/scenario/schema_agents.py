@@ -112,6 +112,9 @@ class LlmStep(Strict):
     kind: Literal["llm"]
     name: str = "llm"
     model: str | None = Field(default=None, description="A deployment or gateway route; default: the agent's model.")
+    lora: str | None = Field(default=None, description="The LoRA adapter of this step's calls to a deployment (a key of its "
+                             "engine.lora.adapters); default: the agent's lora. Through a gateway route the route names "
+                             "the adapter (litellm_params.lora, a Portkey target's lora).")
     input_tokens: Length = Field(description="New tokens this step adds to the prompt (instructions, user turn).")
     output_tokens: Length
 
@@ -172,6 +175,8 @@ Step = Annotated[
 
 class Agent(Strict):
     model: str = Field(description="A deployment or a gateway route (model_name / Portkey config).")
+    lora: str | None = Field(default=None, description="The LoRA adapter of this agent's calls to a deployment (a key of its "
+                             "engine.lora.adapters), its LLM steps' default. Omitted: the base model.")
     system_prompt_tokens: int = Field(default=1000, ge=0)
     context_limit_tokens: int | None = Field(default=None, ge=1, description="Default: the model's context window.")
     on_overflow: Literal["truncate", "summarize"] = Field(

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from stacksim.scenario.schema_base import Loose, Name, Strict
+from stacksim.scenario.schema_lora import GatewayLora
 from stacksim.scenario.schema_portkey import PortkeyTarget
 
 
@@ -52,6 +53,10 @@ class LitellmParams(Loose):
     region_name: str | None = None
     input_cost_per_token: float | None = Field(default=None, ge=0)
     output_cost_per_token: float | None = Field(default=None, ge=0)
+    lora: GatewayLora | None = Field(
+        default=None, description="stacksim: the LoRA adapter a self-hosted target serves these calls with (a key of the "
+        "deployment's engine.lora.adapters; vLLM serves an adapter under its own model name, hosted_vllm/<adapter>), or "
+        "{tenants: {<caller's tags.tenant>: <adapter> | null}, default: <adapter>}. Omitted: the base model.")
 
 
 class ModelInfo(Loose):

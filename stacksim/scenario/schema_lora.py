@@ -81,3 +81,18 @@ class LoraTenants(Strict):
         if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
             raise ValueError("share weights must be >= 0 with a positive sum")
         return v
+
+
+class CallerTenants(Strict):
+    """Through the gateway (a model_list entry's ``litellm_params.lora``, a Portkey target's
+    ``lora``): the adapter chosen by who calls. The gateway knows its caller, so a request's
+    tenant is its workload's (or agent fleet's) ``tags.tenant``, not a draw."""
+
+    tenants: dict[Name, str | None] = Field(min_length=1, description="tenant (the caller's tags.tenant) -> adapter name "
+                                            "(a key of the target deployment's engine.lora.adapters), or null for the base "
+                                            "model.")
+    default: str | None = Field(default=None, description="The adapter of callers whose tenant is not listed (or who have "
+                                "no tags.tenant). Omitted: the base model.")
+
+
+GatewayLora = str | CallerTenants

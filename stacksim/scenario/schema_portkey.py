@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from stacksim.scenario.schema_base import Loose, Strict
+from stacksim.scenario.schema_lora import GatewayLora
 
 # Portkey's default retry status codes (src/globals.ts RETRY_STATUS_CODES; the docs add 529).
 RETRY_STATUS_CODES = (429, 500, 502, 503, 504)
@@ -70,6 +71,10 @@ class PortkeyTarget(Loose):
     retry: PortkeyRetry | int | None = None
     cache: PortkeyCache | Literal["simple", "semantic"] | None = None
     request_timeout: int | None = Field(default=None, ge=1, description="Milliseconds per try; a timed-out try answers 408.")
+    lora: GatewayLora | None = Field(
+        default=None, description="stacksim, on a custom_host target: the LoRA adapter its calls use (a key of the "
+        "deployment's engine.lora.adapters), or {tenants: {<caller's tags.tenant>: <adapter> | null}, default: <adapter>}. "
+        "Omitted: the base model.")
 
     @model_validator(mode="after")
     def _shape(self) -> PortkeyTarget:
@@ -81,6 +86,8 @@ class PortkeyTarget(Loose):
             raise ValueError("a target names a provider, a virtual_key or a custom_host, or has a strategy with targets")
         if self.strategy is not None and (self.provider or self.virtual_key or self.custom_host):
             raise ValueError("a target is either a provider or a strategy over targets, not both")
+        if self.lora is not None and self.custom_host is None:
+            raise ValueError("lora belongs to a custom_host target (a self-hosted deployment); providers serve no adapters here")
         if isinstance(self.retry, int) and not 0 <= self.retry <= MAX_RETRY_ATTEMPTS:
             raise ValueError(f"retry attempts must be 0..{MAX_RETRY_ATTEMPTS}")
         return self

@@ -16,7 +16,9 @@ compiled code: the scheduler logs its cache events (prefill done, finished or pr
 with a hit) into ``I`` and the replica replays them after each call; when a request to admit has
 no current lookup, ``plan`` returns ``NEED_LOOKUP`` before changing anything, the replica looks
 the request up and calls ``plan`` again. A dry run of the admission loop finds that request
-first, so a lookup happens once per admission, not once per step.
+first, so a lookup happens once per admission, not once per step. With ``engine.kv_offload`` a
+lookup also leaves the time to load its hit from host memory or SSD in ``RF_PFX_LOAD`` and a step
+is longer by the loads of the requests it admits (:mod:`.kv_offload`).
 
 Speculative decoding (``engine.speculative``; the slots ``K.SPEC_*`` of the parameter vector)
 changes three things, and only when it is on: a decode step costs :func:`K.spec_step_time`
@@ -50,6 +52,7 @@ from stacksim.metrics import (
     RF_FINISH,
     RF_FIRST,
     RF_LAST_TOKEN,
+    RF_PFX_LOAD,
     RI_CACHED,
     RI_GEN_DONE,
     RI_INPUT,
@@ -391,9 +394,11 @@ def _admissions(I, W, F, RF, RI, now, budget, avail, wm, dry):  # type: ignore[n
     in the prefix cache are computed; the cached ones still take KV blocks. With LoRA, a request
     whose adapter would be one distinct adapter too many is skipped and the next one considered.
 
-    Returns (chunks added, -1). With ``dry`` nothing changes: it walks the same path and returns
-    (0, rid) at the first request whose prefix-cache lookup is not current, or (0, -1), so that
-    the caller can have it looked up before anything is admitted.
+    Returns (chunks added, -1, load seconds): the last is the time to load the admitted requests'
+    hits held below HBM (``engine.kv_offload``; each lookup left its request's in ``RF_PFX_LOAD``).
+    With ``dry`` nothing changes: it walks the same path and returns (0, rid, 0.0) at the first
+    request whose prefix-cache lookup is not current, or (0, -1, 0.0), so that the caller can have
+    it looked up before anything is admitted.
     """
     ms = I[MAX_SEQS]
     B = I[BS]
@@ -409,6 +414,7 @@ def _admissions(I, W, F, RF, RI, now, budget, avail, wm, dry):  # type: ignore[n
     k = 0  # queue position of the candidate (skipped requests, and a dry run's admissions, stay in the queue)
     nd = 0  # a dry run's admissions
     nchunks = 0
+    load = 0.0
     while k < I[WQ_LEN] and I[N] + I[NPF] + nd < ms:
         if I[CHUNKED] and (budget <= 0 or avail <= wm):
             break
@@ -425,7 +431,7 @@ def _admissions(I, W, F, RF, RI, now, budget, avail, wm, dry):  # type: ignore[n
         hit = 0
         if pfx and RI[RI_PFX_VER, rid] != 0:
             if RI[RI_PFX_VER, rid] != I[CACHE_VER]:
-                return nchunks, rid  # (only in a dry run: the real one follows it, lookups done)
+                return nchunks, rid, load  # (only in a dry run: the real one follows it, lookups done)
             hit = RI[RI_PFX_HIT, rid]
         hb = hit // B
         target = RI[RI_INPUT, rid] + RI[RI_GEN_DONE, rid]
@@ -451,9 +457,11 @@ def _admissions(I, W, F, RF, RI, now, budget, avail, wm, dry):  # type: ignore[n
             j = _admit(I, W, F, RF, RI, now, hit, k)
             I[o_pf + j * PF_FIELDS + 5] = c
             nchunks += 1
+            if hit > 0:
+                load += RF[RF_PFX_LOAD, rid]
         budget -= c
         avail -= nb
-    return nchunks, -1
+    return nchunks, -1, load
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -475,6 +483,7 @@ def _schedule(I, W, F, RF, RI, p, now):  # type: ignore[no-untyped-def]
     o_pf = IO + 5 * ms
     spec = I[SPEC] > 0  # speculative decoding: a decode emits K.spec_tokens tokens, not one
     F[LORA_STALL] = 0.0  # adapter loads of this step (multi-LoRA)
+    kv_load = 0.0  # KV loads from host memory / SSD of the requests this step admits (engine.kv_offload)
     if I[WQ_LEN] == 0 and I[NPF] == 0 and I[FREE] >= (_spec_reserve(I, p) if spec else I[N]):
         return -1.0
     reserve = 0
@@ -521,7 +530,9 @@ def _schedule(I, W, F, RF, RI, p, now):  # type: ignore[no-untyped-def]
             if need >= 0:
                 I[NEED] = need
                 return NEED_LOOKUP
-        nchunks += _admissions(I, W, F, RF, RI, now, budget, avail, wm, False)[0]
+        added = _admissions(I, W, F, RF, RI, now, budget, avail, wm, False)
+        nchunks += added[0]
+        kv_load = added[2]
     if nchunks == 0:
         if I[N] > 0:
             return -1.0
@@ -545,12 +556,17 @@ def _schedule(I, W, F, RF, RI, p, now):  # type: ignore[no-untyped-def]
     I[NDEC] = n_dec
     if I[LORA_OFF] > 0:
         lf, lb = _lora_work(I, F, RI, I[LORA_OFF], n_dec, True)
-        return F[LORA_STALL] + K.step_time_lora(p, float(n_pf), pairs, ctx_read, float(n_dec),
-                                                float(I[CTX_SUM]) if n_dec else 0.0, float(n_logits), lf, lb)
-    if spec:
-        return K.spec_step_time(p, float(n_pf), pairs, ctx_read, float(n_dec), float(I[CTX_SUM]) if n_dec else 0.0,
-                                float(n_logits))
-    return K.step_time(p, float(n_pf), pairs, ctx_read, float(n_dec), float(I[CTX_SUM]) if n_dec else 0.0, float(n_logits))
+        dur = F[LORA_STALL] + K.step_time_lora(p, float(n_pf), pairs, ctx_read, float(n_dec),
+                                               float(I[CTX_SUM]) if n_dec else 0.0, float(n_logits), lf, lb)
+    elif spec:
+        dur = K.spec_step_time(p, float(n_pf), pairs, ctx_read, float(n_dec), float(I[CTX_SUM]) if n_dec else 0.0,
+                               float(n_logits))
+    else:
+        dur = K.step_time(p, float(n_pf), pairs, ctx_read, float(n_dec), float(I[CTX_SUM]) if n_dec else 0.0,
+                          float(n_logits))
+    if kv_load > 0.0:  # the step waits for the KV it loads (LMCache / vLLM's connector load before the forward pass)
+        dur += kv_load
+    return dur
 
 
 @njit(cache=True, fastmath=FASTMATH)

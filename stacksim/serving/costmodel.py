@@ -55,6 +55,11 @@ COMPUTE_PRECISION = {
 
 ACT_BYTES = 2.0  # activations stay bf16 on the wire and in all-reduces
 
+# Tensor-core paths below bf16, whose achieved share of the datasheet rate is the fitted
+# ``fp8_eff``. The measurements hold FP8 only; FP4 is assumed to reach the same share of its own
+# datasheet rate (checked against TensorRT-LLM's B200/GB200 FP4 figures, calibration/REPORT.md).
+LOW_PRECISION = ("fp8", "fp4")
+
 # Efficiency defaults (to be fitted in calibration/):
 # - Matmul ceiling: measured max achievable matmul / dense peak where gpu_specs.csv has it
 #   (H100 794.5/989 = 0.80, B200 1745/2250 = 0.78, MI300X 668/1300 = 0.51); else 0.75, the
@@ -222,8 +227,13 @@ def memory_plan(
     runtime_overhead_gb: float,
     spec: Speculation | None = None,
     lora_bytes_per_gpu: float = 0.0,
+    of_free_memory: bool = False,
 ) -> MemoryPlan:
     """Memory per GPU, and the KV blocks that fit after weights, activations and overhead.
+
+    ``gpu_memory_utilization`` is vLLM's and SGLang's share of the whole GPU; with
+    ``of_free_memory`` it is TensorRT-LLM's ``free_gpu_memory_fraction``, a share of what is left
+    after weights, activations and runtime overhead.
 
     ``lora_bytes_per_gpu``: the LoRA adapter slots (``serving/lora.py``), taken before the KV cache.
 
@@ -244,8 +254,12 @@ def memory_plan(
     act = max_num_batched_tokens * (2 * inter / tp + ACT_HIDDEN_BUFFERS * model.hidden_size) * ACT_BYTES
     act += max_num_seqs * model.vocab_size * 4.0 / tp
     mem = acc.memory_gb * GIB
-    usable = mem * gpu_memory_utilization
     overhead = runtime_overhead_gb * GIB
+    if of_free_memory:
+        taken = weight_bytes + act + overhead + prop_weights + lora_bytes_per_gpu
+        usable = taken + gpu_memory_utilization * max(0.0, mem - taken)
+    else:
+        usable = mem * gpu_memory_utilization
     kv_room = usable - weight_bytes - act - overhead - prop_weights - lora_bytes_per_gpu
     per_token = kv_bytes_per_token_per_gpu(model, tp, pp, kv_dtype_bytes)
     blocks = int(kv_room // ((per_token + prop_per_token) * block_size)) if kv_room > 0 else 0
@@ -302,19 +316,40 @@ def engine_family(engine_kind: str, acc: Accelerator) -> str:
     """Which fitted profile applies: vLLM on AMD GPUs (ROCm kernels) is its own family."""
     if engine_kind == "vllm" and acc.vendor.strip().lower() == "amd":
         return "vllm-rocm"
+    if engine_kind == "sglang" and acc.vendor.strip().lower() == "amd":
+        return "sglang-rocm"
     return engine_kind
 
 
-def apply_calibration(p: np.ndarray, params: dict[str, float], family: str, fp8_compute: bool) -> np.ndarray:
-    """Replace the first-principles efficiencies of ``p`` by fitted ones (shared + per engine)."""
+# SGLang runs the same kinds of kernels as vLLM (FlashInfer / Triton attention, the same GEMM
+# libraries); what the measurements separate is its per-step overhead (calibration/fit.py). Its
+# compute and memory efficiencies are vLLM's on the same vendor.
+KERNELS_OF = {"sglang": "vllm", "sglang-rocm": "vllm-rocm"}
+
+
+def link_class(acc: Accelerator) -> str:
+    """``pcie`` for accelerators whose GPUs talk over PCIe only; ``scaleup`` for NVLink, Infinity
+    Fabric, ICI and other scale-up fabrics. The two get their own fitted all-reduce efficiency."""
+    return "pcie" if acc.interconnect.strip().lower().startswith("pcie") else "scaleup"
+
+
+def apply_calibration(p: np.ndarray, params: dict[str, float], family: str, fp8_compute: bool,
+                      link: str = "scaleup") -> np.ndarray:
+    """Replace the first-principles efficiencies of ``p`` by fitted ones (shared + per engine).
+    ``link``: the accelerator's :func:`link_class`, whose all-reduce efficiency applies."""
     q = p.copy()
-    q[K.EFF_MAX] = min(1.0, q[K.EFF_MAX] * params[f"eff_scale_{family}"])
+    # Tensor-parallel all-reduces: the achieved share of the link's bandwidth (fitted; parameter
+    # files before v2 lack it and keep the datasheet figure).
+    q[K.LINK_BW] *= params.get(f"link_eff_{link}", 1.0)
+    kern = KERNELS_OF.get(family, family)
+    q[K.EFF_MAX] = min(1.0, q[K.EFF_MAX] * params[f"eff_scale_{kern}"])
     q[K.EFF_HALF_TOKENS] = params["t_half"]
-    q[K.EFF_MEM] = params[f"eff_mem_{family}"]
+    q[K.EFF_MEM] = params[f"eff_mem_{kern}"]
     q[K.EFF_ATTN] = params["eff_attn"]
     if fp8_compute:
         q[K.PEAK_FLOPS] *= params["fp8_eff"]
-    q[K.STEP_OVERHEAD_S] = params[f"overhead_{family}"]
+    # sglang-rocm has no measurements of its own: SGLang's overhead on NVIDIA stands in.
+    q[K.STEP_OVERHEAD_S] = params[f"overhead_{family}"] if f"overhead_{family}" in params else params["overhead_sglang"]
     return q
 
 
@@ -357,7 +392,8 @@ def _params(model: ModelArch, acc: Accelerator, tp: int, pp: int, precision: str
             calibration: str, engine_kind: str) -> np.ndarray:
     p = _first_principles(model, acc, tp, pp, precision, kv_cache_dtype)
     if calibration == "calibrated":
-        p = apply_calibration(p, calibrated_parameters(), engine_family(engine_kind, acc), compute_precision(acc, precision) == "fp8")
+        p = apply_calibration(p, calibrated_parameters(), engine_family(engine_kind, acc), compute_precision(acc, precision) in LOW_PRECISION,
+                              link_class(acc))
     return p
 
 

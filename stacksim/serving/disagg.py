@@ -23,6 +23,12 @@ design and its transfer cost):
    computes only the prompt's last partial block (at least its last token, whose logits give
    the first answer token, as vLLM's connector path recomputes it).
 
+A disaggregated group is also a gateway target (``hosted_vllm/<group>`` in a model_list, a
+Portkey ``custom_host``): each attempt is a client request made during the run
+(:meth:`DisaggRuntime.submit_call`) whose legs carry the gateway call's id, so the call's row is
+its only row in ``requests.parquet`` (with the group's decode deployment), both legs' accelerator
+spend goes to that call, and the group's ``summary.json`` section counts it with the rest.
+
 The client's row (``via: disaggregated`` in ``requests.parquet``) spans the whole request: its
 arrival, its first token (the decode leg's by default, or the prefill leg's with
 ``first_token: prefill``), its finish (the decode leg's). Both serving rows stay in the serving
@@ -42,6 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import simpy
 
 from stacksim.metrics import COMPLETED, FAILED, PENDING, QUEUED, REJECTED, RUNNING
 
@@ -138,7 +145,7 @@ class ClientTable:
     """Client requests to disaggregated groups: one row per request (numpy columns, grown by doubling)."""
 
     FLOAT = ("arrival_s", "first_token_s", "finish_s", "prefill_done_s", "transfer_start_s", "transfer_end_s")
-    INT = ("input_tokens", "output_tokens", "workload", "group", "prefill_rid", "decode_rid", "status")
+    INT = ("input_tokens", "output_tokens", "workload", "group", "prefill_rid", "decode_rid", "status", "call")  # call: the gateway's, or -1
 
     def __init__(self, n: int = 16):
         self.n = 0
@@ -184,6 +191,7 @@ class DisaggRuntime:
             cids = self.clients.add(reqs.arrival_s[ids], reqs.input_tokens[ids], out, wi, self.group_index[group], ids)
             self.leg_of.update(zip(ids.tolist(), cids.tolist()))
         self.pending = self.clients.n
+        self.waiting: dict[int, simpy.Event] = {}  # client made by a gateway attempt -> the event its end triggers
         self.link_free: dict[tuple[int, int], float] = {}  # (prefill deployment, replica) -> when its link is free
         members: set[str] = set()
         for g in self.groups:
@@ -192,6 +200,41 @@ class DisaggRuntime:
             dep = sim.deployments[name]
             prev = dep.on_complete
             dep.on_complete = self._leg_done if prev is None else _both(prev, self._leg_done)
+
+    # ------------------------------------------------------------------ clients made during the run
+
+    def submit_call(self, group: str, inp: int, out: int, wi: int, call: int,
+                    blocks: tuple[np.ndarray, int] | None = None) -> tuple[int, simpy.Event]:
+        """A gateway attempt ``call`` at group ``group`` (a disaggregated group as a gateway target):
+        the client request and its prefill leg (with the prompt's prefix ``blocks``, if any) start
+        now. Returns the client id and the event its end triggers. Both legs carry ``call``, so
+        they are the attempt's serving requests (accounting and spend go to the gateway call)."""
+        sim = self.sim
+        g = self.groups[self.group_index[group]]
+        now = self.env.now
+        dep = sim.deployments[g.prefill.name]
+        rid = sim.new_serving_request(now, inp, 1, wi, dep, call)
+        if blocks is not None:
+            sim.reqs.set_blocks(rid, *blocks)
+        ci = int(self.clients.add(np.array([now]), np.array([inp]), np.array([out]), wi, self.group_index[group],
+                                  np.array([rid]))[0])
+        self.clients.call[ci] = call
+        self.leg_of[rid] = ci
+        self.pending += 1
+        ev = self.env.event()
+        self.waiting[ci] = ev
+        dep.submit(rid)
+        return ci, ev
+
+    def first_token_s(self, ci: int) -> float:
+        """The client's first token so far (NaN: none yet), from the side its group names."""
+        c = self.clients
+        if not np.isnan(c.first_token_s[ci]):
+            return float(c.first_token_s[ci])
+        d = int(c.decode_rid[ci])
+        if d >= 0 and self.groups[int(c.group[ci])].spec.first_token == "decode":
+            return float(self.sim.reqs.first_token_s[d])
+        return float("nan")
 
     # ------------------------------------------------------------------ legs
 
@@ -247,7 +290,7 @@ class DisaggRuntime:
         sim = self.sim
         dep = sim.deployments[g.decode.name]
         inp, out = int(c.input_tokens[ci]), int(c.output_tokens[ci])
-        rid = sim.new_serving_request(self.env.now, inp, out, int(c.workload[ci]), dep, -1)
+        rid = sim.new_serving_request(self.env.now, inp, out, int(c.workload[ci]), dep, int(c.call[ci]))
         c.decode_rid[ci] = rid
         self.leg_of[rid] = ci
         sim.reqs.set_blocks(rid, decode_block_ids(rid, inp), DECODE_BLOCK_TOKENS)
@@ -260,6 +303,9 @@ class DisaggRuntime:
         c.first_token_s[ci] = first
         c.finish_s[ci] = finish
         self.pending -= 1
+        ev = self.waiting.pop(ci, None)
+        if ev is not None and not ev.triggered:
+            ev.succeed(ci)
 
     # ------------------------------------------------------------------ results
 

@@ -8,14 +8,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from stacksim.metrics import COMPLETED, FAILED, REJECTED
+from stacksim.metrics import COMPLETED, FAILED, REJECTED, STATUS_NAMES
 
 if TYPE_CHECKING:
     from stacksim.engine.simulation import Simulation
 
 
 def leg_clients(sim: Simulation, rids: np.ndarray) -> np.ndarray:
-    """For serving request ids: the client request each is a leg of (prefill or decode), else -1."""
+    """For serving request ids: the client request each is a leg of (prefill or decode), else -1.
+    Legs of a gateway attempt's client are -1: they are that call's serving requests."""
     dz = sim.disagg
     assert dz is not None
     c = dz.clients
@@ -25,21 +26,23 @@ def leg_clients(sim: Simulation, rids: np.ndarray) -> np.ndarray:
     cap = int(max(rids.max(), 0)) + 1
     owner = np.full(cap, -1, dtype=np.int64)
     cid = np.arange(c.n)
+    direct = c.call[: c.n] < 0
     for col in (c.prefill_rid[: c.n], c.decode_rid[: c.n]):
-        ok = (col >= 0) & (col < cap)
+        ok = (col >= 0) & (col < cap) & direct
         owner[col[ok]] = cid[ok]
     return owner[rids]
 
 
-def clients_frame(sim: Simulation, end: float) -> pd.DataFrame:
+def clients_frame(sim: Simulation, end: float, via_gateway: bool = False) -> pd.DataFrame:
     """One row per client request to a disaggregated group, with the columns of a direct request
     (``deployment`` and ``replica`` are the decode side's, ``admitted_s`` and ``cached_tokens`` the
-    prefill side's) plus the legs and the transfer."""
+    prefill side's) plus the legs and the transfer. ``via_gateway``: the clients made by gateway
+    attempts instead (whose rows in requests.parquet are the gateway's calls)."""
     dz = sim.disagg
     assert dz is not None
     c = dz.clients
     reqs = sim.reqs
-    idx = np.flatnonzero(c.arrival_s[: c.n] <= end)
+    idx = np.flatnonzero((c.arrival_s[: c.n] <= end) & ((c.call[: c.n] >= 0) == via_gateway))
     pre = c.prefill_rid[idx]
     dec = c.decode_rid[idx]
     has_dec = dec >= 0
@@ -64,7 +67,7 @@ def clients_frame(sim: Simulation, end: float) -> pd.DataFrame:
         "replica": np.where(has_dec, reqs.replica[dsafe], -1),
         "preemptions": reqs.preemptions[pre] + np.where(has_dec, reqs.preemptions[dsafe], 0),
         "status": status,
-        "call": np.full(idx.size, -1, dtype=np.int64),
+        "call": c.call[idx],
         "cached_tokens": reqs.cached_tokens[pre],
         "via": "disaggregated",
         "disaggregated": pd.Categorical.from_codes(group, categories=[g.name for g in dz.groups]),
@@ -79,7 +82,8 @@ def clients_frame(sim: Simulation, end: float) -> pd.DataFrame:
 
 
 def disagg_summary(sim: Simulation, df: pd.DataFrame, summary: dict[str, Any], end: float) -> dict[str, Any]:
-    """``summary["disaggregated"]``: per group, requests, client latencies (TTFT from the side
+    """``summary["disaggregated"]``: per group (its direct clients and the gateway's attempts at it),
+    requests, client latencies (TTFT from the side
     ``first_token`` names), SLO attainment and goodput, throughput, the KV transfers and the two
     deployments' utilisation and pool ratio."""
     from stacksim.metrics.summary import _latencies, stats_ms
@@ -91,6 +95,10 @@ def disagg_summary(sim: Simulation, df: pd.DataFrame, summary: dict[str, Any], e
     deps = summary["deployments"]
     out: dict[str, Any] = {}
     rows = df[(df["via"] == "disaggregated").to_numpy()]
+    gw = clients_frame(sim, end, via_gateway=True)  # attempts of gateway calls at a group
+    if len(gw):
+        gw["status"] = pd.Categorical.from_codes(gw["status"].to_numpy(), categories=list(STATUS_NAMES.values()))
+        rows = pd.concat([rows, gw], ignore_index=True) if len(rows) else gw
     for g in dz.groups:
         mine = rows[(rows["disaggregated"] == g.name).to_numpy()]
         st = mine["status"].astype(str).to_numpy()
@@ -128,6 +136,7 @@ def disagg_summary(sim: Simulation, df: pd.DataFrame, summary: dict[str, Any], e
             "first_token": g.spec.first_token,
             "requests": {
                 "arrived": len(mine),
+                "via_gateway": int((mine["call"].to_numpy() >= 0).sum()),
                 "completed": int(completed.sum()),
                 "failed": int((st == "failed").sum()),
                 "rejected": int((st == "rejected").sum()),

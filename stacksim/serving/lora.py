@@ -207,8 +207,6 @@ def resolve_lora(spec: Lora, model: ModelArch, acc: Accelerator, tp: int, pp: in
 def workload_problems(sc: S.Scenario, lora_of: dict[str, ResolvedLora | None]) -> list[tuple[tuple[str, ...], str]]:
     """Bad ``workloads.<w>.lora`` and ``lora_affinity`` settings: (field path, message) pairs.
     ``lora_of`` maps each resolved deployment to its LoRA setup (None: no engine.lora)."""
-    import difflib
-
     out: list[tuple[tuple[str, ...], str]] = []
     for dname, dep in sc.deployments.items():
         if dep.load_balancer.kind == "lora_affinity" and dep.engine.lora is None:
@@ -221,25 +219,65 @@ def workload_problems(sc: S.Scenario, lora_of: dict[str, ResolvedLora | None]) -
         where = ("workloads", wname, "lora")
         if w.target not in sc.deployments:
             msg = (f"lora applies to workloads that target a deployment; '{w.target}' is not a key of deployments: "
-                   "(gateway routes and disaggregated pairs run the base model)")
+                   "(through the gateway, name the adapter on the route: litellm_params.lora or a Portkey target's "
+                   "lora; disaggregated pairs run the base model)")
             out.append((where, msg))
             continue
         if w.target not in lora_of:
             continue  # the deployment itself is invalid and already reported
-        rl = lora_of[w.target]
-        if rl is None:
-            msg = (f"deployment '{w.target}' has no engine.lora, so it serves only its base model; add "
-                   f"deployments.{w.target}.engine.lora: {{adapters: {{<name>: {{rank: 16}}}}}} or drop this lora")
-            out.append((where, msg))
-            continue
-        wanted = [(where, w.lora)] if isinstance(w.lora, str) else [
-            (where + ("tenants", t), a) for t, a in w.lora.tenants.items() if a is not None]
-        for path, name in wanted:
-            if name not in rl.index:
-                close = difflib.get_close_matches(name, rl.names, n=3, cutoff=0.5)
-                out.append((path, f"no adapter '{name}' in deployments.{w.target}.engine.lora.adapters (it has: "
-                            f"{', '.join(rl.names)})" + (f". Did you mean: {', '.join(close)}?" if close else "")))
+        wanted = [((), w.lora)] if isinstance(w.lora, str) else [(("tenants", t), a) for t, a in w.lora.tenants.items() if a is not None]
+        out += adapter_problems(w.target, lora_of[w.target], wanted, where)
     return out
+
+
+def adapter_problems(dep: str, rl: ResolvedLora | None, wanted: list[tuple[tuple[str, ...], str]],
+                     where: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], str]]:
+    """Adapters named for deployment ``dep`` that it cannot serve: (field path, message) pairs.
+    ``wanted``: (path below ``where``, adapter name)."""
+    import difflib
+
+    if not wanted:
+        return []
+    if rl is None:
+        msg = (f"deployment '{dep}' has no engine.lora, so it serves only its base model; add "
+               f"deployments.{dep}.engine.lora: {{adapters: {{<name>: {{rank: 16}}}}}} or drop this lora")
+        return [(where, msg)]
+    out: list[tuple[tuple[Any, ...], str]] = []
+    for path, name in wanted:
+        if name not in rl.index:
+            close = difflib.get_close_matches(name, rl.names, n=3, cutoff=0.5)
+            out.append((where + path, f"no adapter '{name}' in deployments.{dep}.engine.lora.adapters (it has: "
+                        f"{', '.join(rl.names)})" + (f". Did you mean: {', '.join(close)}?" if close else "")))
+    return out
+
+
+def gateway_adapters(spec: Any) -> list[tuple[tuple[str, ...], str]]:
+    """The adapters a gateway target's ``lora`` names (a name, or CallerTenants): (path, name)."""
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        return [((), spec)]
+    out = [(("tenants", t), a) for t, a in spec.tenants.items() if a is not None]
+    return out + ([(("default",), spec.default)] if spec.default is not None else [])
+
+
+def caller_adapter(spec: Any, tags: dict[str, str]) -> str | None:
+    """The adapter a gateway target's ``lora`` gives a caller with these tags (None: the base model)."""
+    if spec is None or isinstance(spec, str):
+        return spec
+    tenant = tags.get("tenant")
+    return spec.tenants.get(tenant, spec.default) if tenant is not None else spec.default
+
+
+def set_adapter(reqs: Any, rid: int, a: int) -> None:
+    """Request ``rid`` (made during the run, its prefix blocks already set) runs adapter ``a``:
+    the id the scheduler and lora_affinity read, and its prefix blocks keyed by the adapter."""
+    if a <= 0:
+        return
+    reqs.RI[RI_LORA, rid] = a
+    blk = reqs.blocks.get(rid)
+    if blk is not None:
+        reqs.blocks[rid] = (blk[0] ^ np.int64(_salt(a)), blk[1])
 
 
 # --------------------------------------------------------------------------- requests
@@ -479,12 +517,28 @@ class LoraLog:
 
 def request_columns(sim: Any, df: pd.DataFrame) -> dict[str, Any]:
     """``lora`` (and ``lora_tenant``) columns of the requests table ``df``: filled for requests
-    sent directly to a deployment; missing for the base model and for other rows."""
+    sent directly to a deployment and for gateway calls a self-hosted target answered with an
+    adapter; missing for the base model and for other rows."""
+    import pandas as pd
+
     direct = (df["via"] == "direct").to_numpy() if "via" in df else np.ones(len(df), dtype=bool)
     rid = df["request_id"].to_numpy()
     rids = np.where(direct, np.nan_to_num(rid.astype(np.float64), nan=-1.0), -1.0).astype(np.int64)
     deps = df["deployment"].cat.codes.to_numpy().astype(np.int64)
-    return sim.lora.columns(sim.reqs, rids, deps, [d.rd.lora for d in sim.deployments.values()])
+    out = sim.lora.columns(sim.reqs, rids, deps, [d.rd.lora for d in sim.deployments.values()])
+    gw = getattr(sim, "gateway", None)
+    if gw is not None and gw.call_lora and "call" in df:
+        col = out["lora"]
+        cats = list(col.categories)
+        codes = col.codes.copy()
+        rows = np.flatnonzero((df["via"] == "gateway").to_numpy())
+        calls = df["call"].to_numpy()[rows]
+        for i, c in zip(rows.tolist(), calls.tolist()):
+            name = gw.call_lora.get(int(c))
+            if name is not None:
+                codes[i] = cats.index(name)
+        out["lora"] = pd.Categorical.from_codes(codes, categories=cats)
+    return out
 
 
 def lora_summary(dep: Any, rl: ResolvedLora, reqs: Any, rids: np.ndarray) -> dict[str, Any]:

@@ -32,6 +32,10 @@ The model, following vLLM V1's ``KVCacheManager`` / ``BlockPool``:
   requests sharing a prefix each count it (vLLM would share the blocks). This overstates KV use
   only while requests with a common prefix run at the same time.
 
+With ``engine.kv_offload`` (:mod:`.kv_offload`) evicted entries move to host memory (then an
+SSD) instead of vanishing; a lookup's hit runs over entries in any tier, and the tokens it finds
+below HBM are loaded back, at a cost the scheduler adds to the step that admits the request.
+
 Events reach the cache in order, each with the fewest free KV blocks seen since the previous
 event (``min_free``), so evictions happen where the scheduler's allocations were:
 ``INSERT`` (prefill done), ``RELEASE`` (finished or preempted), ``ACQUIRE`` (admitted with a hit).
@@ -46,7 +50,22 @@ from typing import Any
 
 import pandas as pd
 
-from stacksim.metrics import RF_ADMITTED, RI_INPUT, RI_PFX_HIT, RI_PFX_VER, RequestTable
+from stacksim.metrics import (
+    RF_ADMITTED,
+    RF_PFX_LOAD,
+    RI_INPUT,
+    RI_PFX_HIT,
+    RI_PFX_VER,
+    RI_PREEMPTIONS,
+    RequestTable,
+)
+from stacksim.serving.kv_offload import (
+    TIER_CPU,
+    TIER_SSD,
+    LowerTiers,
+    ResolvedKvOffload,
+    kv_offload_summary,
+)
 
 INSERT, RELEASE, ACQUIRE = 1, 2, 3
 
@@ -63,8 +82,11 @@ def hit_tokens(n_blocks_hit: int, block_tokens: int, prompt_tokens: int, n_token
 class PrefixCache:
     """LRU cache of hash blocks on one replica (see the module docstring for the rules)."""
 
-    def __init__(self, reqs: RequestTable, block_size: int):
+    def __init__(self, reqs: RequestTable, block_size: int, offload: ResolvedKvOffload | None = None):
         self.reqs = reqs
+        # KV-cache tiers below HBM (engine.kv_offload; serving/kv_offload.py): evicted entries go
+        # there, lookups see them, admissions load them back. None: an evicted entry is gone.
+        self.tiers = LowerTiers(offload) if offload is not None else None
         self.block_size = block_size
         self.tokens: dict[int, int] = {}  # every cached id -> tokens it covers
         self.refs: dict[int, int] = {}  # pinned ids -> number of running requests holding them
@@ -100,6 +122,8 @@ class PrefixCache:
         reqs = self.reqs
         RI = reqs.RI
         hashes, bt = reqs.blocks[rid]
+        if self.tiers is not None:
+            return self._lookup_tiers(rid, n_tokens, hashes.tolist(), bt)
         hit = hit_tokens(self.longest_prefix(hashes.tolist()), bt, int(RI[RI_INPUT, rid]), n_tokens, self.block_size)
         pre = reqs.kv_transferred.get(rid)
         if pre is not None and math.isnan(reqs.RF[RF_ADMITTED, rid]):
@@ -110,12 +134,51 @@ class PrefixCache:
         RI[RI_PFX_VER, rid] = self.version
         return hit
 
+    def _lookup_tiers(self, rid: int, n_tokens: int, ids: list[int], bt: int) -> int:
+        """:meth:`lookup` with lower tiers: the hit runs over blocks held in any tier; the tokens of
+        its blocks below HBM set the load time the scheduler adds to the admitting step."""
+        reqs = self.reqs
+        RI = reqs.RI
+        tiers = self.tiers
+        assert tiers is not None
+        tokens, cpu, ssd = self.tokens, tiers.cpu, tiers.ssd
+        where: list[int] = []  # tier of each leading block (0 HBM)
+        for h in ids:
+            if h in tokens:
+                where.append(0)
+            elif h in cpu:
+                where.append(TIER_CPU)
+            elif h in ssd:
+                where.append(TIER_SSD)
+            else:
+                break
+        prompt = int(RI[RI_INPUT, rid])
+        hit = hit_tokens(len(where), bt, prompt, n_tokens, self.block_size)
+        moved = [0, 0, 0]  # tokens of the hit per tier
+        for i in range(-(-hit // bt)):
+            moved[where[i]] += min(bt, hit - i * bt)
+        pre = reqs.kv_transferred.get(rid)
+        if pre is not None and math.isnan(reqs.RF[RF_ADMITTED, rid]):
+            sent = hit_tokens(-(-pre // bt), bt, prompt, n_tokens, self.block_size)
+            if sent >= hit:  # the transferred KV covers it: nothing to load (see lookup)
+                hit = sent
+                moved = [0, 0, 0]
+        load = tiers.cfg.load_seconds(moved[TIER_CPU], moved[TIER_SSD])
+        RI[RI_PFX_HIT, rid] = hit
+        RI[RI_PFX_VER, rid] = self.version
+        reqs.RF[RF_PFX_LOAD, rid] = load
+        if load > 0.0:
+            tiers.pending[rid] = (moved[TIER_CPU], moved[TIER_SSD], load)
+        else:
+            tiers.pending.pop(rid, None)
+        return hit
+
     # ------------------------------------------------------------------ changes
 
     def _pin_run(self, rid: int, ids: list[int], start: int, stop: int, bt: int, prompt: int) -> None:
         """Pin ``ids[start:stop]`` for request ``rid``, caching those not cached yet (block ``i``
         covers ``min(bt, prompt - i * bt)`` tokens). One loop, no calls: it runs once per block."""
-        refs, lru, tokens = self.refs, self.lru, self.tokens
+        refs, lru, tokens, tiers = self.refs, self.lru, self.tokens, self.tiers
         new = 0
         reused = 0
         for i in range(start, stop):
@@ -129,6 +192,8 @@ class PrefixCache:
                 left = prompt - i * bt
                 tokens[h] = min(left, bt)
                 new += 1
+                if tiers is not None:  # loaded back, or computed again: no longer below HBM
+                    tiers.take(h)
             else:
                 reused += t
             refs[h] = 1
@@ -145,6 +210,16 @@ class PrefixCache:
         """Request ``rid`` was admitted with ``hit`` cached tokens: pin the entries it reuses."""
         if hit <= 0:
             return
+        tiers = self.tiers
+        if tiers is not None:
+            p = tiers.pending.pop(rid, None)
+            if p is not None:  # its hit is loaded from host memory / SSD
+                tiers.loads += 1
+                tiers.loaded_tokens[TIER_CPU] += p[0]
+                tiers.loaded_tokens[TIER_SSD] += p[1]
+                tiers.load_s += p[2]
+                if self.reqs.RI[RI_PREEMPTIONS, rid] == 0:  # its first admission (cached_tokens)
+                    tiers.first[rid] = (p[0], p[1])
         hashes, bt = self.reqs.blocks[rid]
         ids = hashes.tolist()
         self._pin_run(rid, ids, 0, min(len(ids), -(-hit // bt)), bt, int(self.reqs.RI[RI_INPUT, rid]))
@@ -178,11 +253,14 @@ class PrefixCache:
         lru, tokens = self.lru, self.tokens
         have = self.evictable_tokens
         n = 0
+        tiers = self.tiers
         while have > free_tokens:
             h, t = lru.popitem(last=False)
             del tokens[h]
             have -= t
             n += 1
+            if tiers is not None:
+                tiers.offload(h, t)
         if n:
             self.evicted_tokens += self.evictable_tokens - have
             self.evictable_tokens = have
@@ -196,6 +274,8 @@ class PrefixCache:
         self.lru.clear()
         self.pins.clear()
         self.evictable_tokens = 0
+        if self.tiers is not None:
+            self.tiers.clear()
         self.version += 1
 
     def apply(self, events: Iterable[Sequence[int]], min_free_end: int) -> None:
@@ -224,8 +304,9 @@ def prefix_cache_summary(replicas: Sequence[Any], requests: pd.DataFrame, blocks
     adm = requests["admitted_s"].notna().to_numpy()
     prompt = int(requests["input_tokens"].to_numpy()[adm].sum())
     cached = int(requests["cached_tokens"].to_numpy()[adm].sum())
-    with_blocks = sum(1 for rid in requests["request_id"].to_numpy()[adm].tolist() if rid in blocks)
-    return {
+    admitted = requests["request_id"].to_numpy()[adm].tolist()
+    with_blocks = sum(1 for rid in admitted if rid in blocks)
+    out: dict[str, Any] = {
         "enabled": bool(caches),
         "requests_with_blocks": with_blocks,
         "prompt_tokens": prompt,
@@ -234,3 +315,7 @@ def prefix_cache_summary(replicas: Sequence[Any], requests: pd.DataFrame, blocks
         "evicted_blocks": sum(c.evicted_blocks for c in caches),
         "evicted_tokens": sum(c.evicted_tokens for c in caches),
     }
+    tiers = [c.tiers for c in caches if c.tiers is not None]
+    if tiers:  # engine.kv_offload: where the hits came from, loads, moves between tiers
+        out["offload"] = kv_offload_summary(tiers[0].cfg, tiers, admitted, cached)
+    return out

@@ -22,7 +22,10 @@ Scheduling follows vLLM (V1 with chunked prefill; V0 without):
 - with prefix caching, a request carrying blocks is looked up when it is considered for
   admission: its cached prefix takes KV blocks but no compute, so its prefill starts there
   (:mod:`stacksim.serving.prefix_cache` holds the policy; cache events are replayed into it
-  after each scheduling decision and after each step, as the compiled replica does).
+  after each scheduling decision and after each step, as the compiled replica does);
+- with KV offload (``engine.kv_offload``), the part of a hit held in host memory or on SSD is
+  loaded before the step that admits the request, which is longer by those loads
+  (:mod:`stacksim.serving.kv_offload`).
 
 With speculative decoding (``engine.speculative``) a decode step verifies k+1 positions per
 sequence plus the proposer's passes (:func:`stacksim.kernels.cost.spec_step_time`), takes k+1
@@ -52,7 +55,7 @@ import numpy as np
 import simpy
 
 from stacksim.kernels import cost as K
-from stacksim.metrics import COMPLETED, QUEUED, RI_LORA, RI_PFX_VER, RUNNING, Levels
+from stacksim.metrics import COMPLETED, QUEUED, RF_PFX_LOAD, RI_LORA, RI_PFX_VER, RUNNING, Levels
 
 if TYPE_CHECKING:
     from stacksim.serving.deployment import DeploymentRuntime
@@ -129,7 +132,7 @@ class ReferenceReplica:
         self.shared = dep.balancer.shared
         self.inp = dep.inp  # plain lists: scalar reads are several times cheaper than numpy's
         self.out = dep.out
-        self.prefix_cache = PrefixCache(self.reqs, self.B) if eng.prefix_caching else None
+        self.prefix_cache = PrefixCache(self.reqs, self.B, dep.rd.kv_offload) if eng.prefix_caching else None
         self.pfx_events: list[tuple[int, int, int]] = []  # (kind, rid, min free blocks before it)
         self.min_free = self.total_blocks  # fewest free blocks since the last event
         # Multi-LoRA state (see the module docstring); adapter ids 1..n, 0 = the base model.
@@ -337,6 +340,8 @@ class ReferenceReplica:
         avail = self.free - reserve
         wm = int(ADMIT_WATERMARK * self.total_blocks)  # see core.ADMIT_WATERMARK
         chunks: list[tuple[_Prefill, int]] = []
+        kv_load = 0.0  # loads of admitted hits from host memory / SSD (engine.kv_offload), in admission order
+        RF = self.reqs.RF
         if self.chunked:
             budget = self.max_tokens - self.n * (self.spec_k + 1)  # a decode verifies k+1 tokens
             for st in self.prefilling:
@@ -368,6 +373,8 @@ class ReferenceReplica:
                 if c <= 0:
                     break
                 self._admit(st, hit, pos)
+                if hit > 0:
+                    kv_load += RF[RF_PFX_LOAD, st.rid]
                 chunks.append((st, c))
                 budget -= c
                 avail -= hb + -(-c // B)
@@ -386,6 +393,8 @@ class ReferenceReplica:
                     if c > budget or nb > avail - wm:
                         break
                     self._admit(st, hit, pos)
+                    if hit > 0:
+                        kv_load += RF[RF_PFX_LOAD, st.rid]
                     chunks.append((st, c))
                     budget -= c
                     avail -= nb
@@ -409,9 +418,12 @@ class ReferenceReplica:
             assert self.slots is not None
             dur = self.slots.stall + K.step_time_lora(self.p, float(n_pf), pairs, ctx_read, float(n_dec),
                                                       float(self.ctx_sum) if n_dec else 0.0, float(n_logits), lf, lb)
-            return chunks, n_dec, dur
-        step_time = K.spec_step_time if self.spec_k else K.step_time
-        dur = step_time(self.p, float(n_pf), pairs, ctx_read, float(n_dec), float(self.ctx_sum) if n_dec else 0.0, float(n_logits))
+        else:
+            step_time = K.spec_step_time if self.spec_k else K.step_time
+            dur = step_time(self.p, float(n_pf), pairs, ctx_read, float(n_dec), float(self.ctx_sum) if n_dec else 0.0,
+                            float(n_logits))
+        if kv_load > 0.0:  # the step waits for the KV it loads before its forward pass
+            dur += kv_load
         return chunks, n_dec, dur
 
     def _decode_blocks(self, g: int) -> int:

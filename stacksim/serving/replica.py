@@ -53,7 +53,7 @@ class Replica:
         self.shared = dep.balancer.shared
         self.outstanding = 0
         # vLLM V1 turns automatic prefix caching on by default; the engine setting turns it off.
-        self.prefix_cache = PrefixCache(self.reqs, eng.block_size) if eng.prefix_caching else None
+        self.prefix_cache = PrefixCache(self.reqs, eng.block_size, dep.rd.kv_offload) if eng.prefix_caching else None
         # Multi-LoRA (engine.lora): adapter slots and host cache live in the scheduler state;
         # their loads, evictions, admissions and releases are replayed into this log.
         self.lora = dep.rd.lora

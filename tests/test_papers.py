@@ -1,0 +1,89 @@
+"""Published results, reproduced (scenarios/papers/): each paper's figure against the tolerance
+README.md states ("Published results, reproduced"). Where stacksim does not reproduce a figure the
+README says so and why, and the test is a strict xfail of the paper's claim: it fails loudly the
+day stacksim starts to reproduce it, so the README can be updated.
+
+Everything is simulated time; nothing reads a clock.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+PAPERS = Path(__file__).resolve().parents[1] / "scenarios" / "papers"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "workloads" / "azure_llm_2023"
+
+pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="the shared Azure LLM inference traces are not beside the checkout")
+
+
+def _reproduce() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("papers_reproduce", PAPERS / "reproduce.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["papers_reproduce"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+R = _reproduce()
+
+
+def test_every_paper_scenario_validates() -> None:
+    from stacksim.scenario import load_scenario
+
+    files = sorted(PAPERS.glob("*.yaml"))
+    assert {f.name.split("-")[0] for f in files} == {"splitwise", "distserve", "melange"}
+    for f in files:
+        load_scenario(f)
+
+
+def test_splitwise_phase_splitting_gains_per_dollar_on_coding() -> None:
+    """Splitwise: "1.4x higher throughput at 20% lower cost" = 1.75x throughput per dollar.
+    Tolerance (README): within a factor 1.5 of 1.75x (1.17x to 2.63x). Splitwise-HA
+    2P3T against Baseline-H100 with 4 machines, coding trace, 90 s runs (the runner: 180 s and
+    eleven designs). The iso-power-and-cost throughput gain (2.35x published) is not reproduced in
+    size; only its direction is asserted."""
+    rows = R.splitwise("coding", designs=[("Baseline-H100", 4, 0), ("Splitwise-HA", 2, 3)], horizon_s=90.0)
+    per_usd, iso = rows[0].stacksim, rows[1].stacksim
+    assert 1.75 / 1.5 <= per_usd <= 1.75 * 1.5, rows[0].detail
+    assert iso > 1.0, rows[1].detail
+
+
+@pytest.mark.slow
+def test_distserve_disaggregation_gains_goodput_per_gpu() -> None:
+    """DistServe's simulator: 1.97 req/s per GPU disaggregated against under 1 for vLLM (OPT-13B,
+    ShareGPT, 90% attainment). Tolerance (README): disaggregated / vLLM per-GPU goodput >= 1.5x.
+    The runner gives 1.36 vs 0.053 req/s per GPU (25x). README records why the size is not a
+    result: stacksim's TP1 prefill matches DistServe's own fitted vLLM profile within ~3%, and with
+    the Azure conv trace standing in for ShareGPT a tenth of the prompts need more than 200 ms of
+    prefill on one A100, so vLLM's goodput collapses."""
+    rows = R.distserve(horizon_s=60.0)
+    assert rows[0].stacksim >= 1.5, rows[0].detail
+    assert rows[0].detail["disaggregated_per_gpu"] > 0.5, rows[0].detail
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="not reproduced at catalog prices: H100 is the cheapest type per request for "
+                   "both length buckets above 2 req/s (L40S at 2), so no mix beats a single type; README gives the reason")
+def test_melange_mix_saves_on_the_mixed_workload() -> None:
+    """Mélange, Mixed 80/20, 120 ms TPOT: 13-51% saving over rates. The claim asserted: the best
+    mix saves at least 13% at one of 2, 8 and 32 req/s (catalog L40S, A100, H100 at catalog
+    prices)."""
+    rows = R.melange(horizon_s=60.0)
+    assert rows[0].stacksim >= 0.13, rows[0].detail
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="not reproduced at Mélange's own prices either: the L4 standing in for the A10G "
+                   "(at $1.01 against the A100's $3.67) serves under a tenth of an A100's requests, so the A100 alone "
+                   "is cheapest; README gives the profile")
+def test_melange_mix_saves_at_the_papers_prices() -> None:
+    """The same claim at the prices of Mélange's own solver example (A10G $1.01, A100 $3.67;
+    melange/main.py), the catalog's L4 standing in for the A10G, which the catalog lacks."""
+    rows = R.melange(horizon_s=60.0, paper_prices=True)
+    assert rows[0].stacksim >= 0.13, rows[0].detail
