@@ -115,7 +115,7 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
             # Autoscaled: its bounds and mean replicas held (it may start, or sit, at zero).
             (f"{dep['autoscaling']['min_replicas']}-{dep['autoscaling']['max_replicas']}"
              f" (mean {dep['autoscaling']['mean_replicas']:.1f})" if "autoscaling" in dep else f"{dep['replicas']}")
-            + f"x{dep['tensor_parallel'] * dep['pipeline_parallel']} {dep['accelerator']}",
+            + f"x{dep['tensor_parallel'] * dep['pipeline_parallel'] * dep.get('data_parallel', 1)} {dep['accelerator']}",
             f"{dep['utilisation']:.0%}",
             f"{dep['mean_queue']:.1f}",
             f"{dep['mean_running']:.1f}",
@@ -365,8 +365,10 @@ def predict(
     gpu: Annotated[str, typer.Option(help="Catalog accelerator id, e.g. h100-sxm.")],
     tp: Annotated[int, typer.Option(help="Tensor-parallel size.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel size.")] = 1,
-    dp: Annotated[int, typer.Option(help="Data-parallel replicas (GPUs used = tp x pp x dp).")] = 1,
-    ep: Annotated[int, typer.Option(help="Expert-parallel size (not modelled yet: must be 1).")] = 1,
+    dp: Annotated[int, typer.Option(help="Data parallelism (GPUs used = tp x pp x dp): replicas, or with --ep the "
+                                          "attention data-parallel ranks of one MoE replica.")] = 1,
+    ep: Annotated[int, typer.Option(help="Expert parallelism: 1 (experts split by --tp) or tp x dp (experts spread "
+                                          "over every GPU; 'DEP4' = --dp 4 --ep 4).")] = 1,
     precision: Annotated[str, typer.Option(help="Weights: bf16, fp16, fp8, int8, int4_awq, int4_gptq, fp4, mxfp4, nvfp4.")] = "bf16",
     kv_precision: Annotated[str, typer.Option("--kv-precision", help="KV cache: auto or fp8.")] = "auto",
     engine: Annotated[str, typer.Option(help="Engine profile: vllm, sglang or trtllm (serving/engines.py).")] = "vllm",

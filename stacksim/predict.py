@@ -24,6 +24,8 @@ FLAG_OF = {
     "deployments.model.tensor_parallel": "--tp",
     "deployments.model.pipeline_parallel": "--pp",
     "deployments.model.replicas": "--dp",
+    "deployments.model.data_parallel": "--dp",
+    "deployments.model.expert_parallel": "--ep",
     "deployments.model.precision": "--precision",
     "deployments.model.engine.kv_cache_dtype": "--kv-precision",
     "deployments.model": "--model/--gpu/--tp/--precision",
@@ -65,6 +67,8 @@ def _scenario_yaml(a: PredictArgs) -> str:
     else:
         arrival = f"{{kind: closed_loop, clients: {a.concurrency}}}"
     gpus = a.tp * a.pp * a.dp
+    # --ep > 1: one replica whose --dp ranks share the experts (DEP); otherwise --dp replicas.
+    replicas, dp = (1, a.dp) if a.ep > 1 else (a.dp, 1)
     engine = f"kind: {a.engine}, kv_cache_dtype: {a.kv_precision}, max_model_len: {a.isl + a.osl}"
     bench = _trtllm_bench(a)
     if bench:
@@ -79,9 +83,11 @@ deployments:
   model:
     model: {a.model}
     pool: gpu
-    replicas: {a.dp}
+    replicas: {replicas}
     tensor_parallel: {a.tp}
     pipeline_parallel: {a.pp}
+    data_parallel: {dp}
+    expert_parallel: {a.ep}
     precision: {a.precision}
     engine: {{{engine}}}
     load_balancer: {{kind: least_outstanding}}
@@ -99,11 +105,9 @@ def _check(a: PredictArgs) -> None:
     modes = sum([a.offline, a.qps is not None, a.concurrency is not None])
     if modes != 1:
         raise StackSimError("give exactly one load pattern: --offline, --qps RATE or --concurrency N")
-    if a.ep != 1:
-        raise StackSimError(
-            "--ep (expert parallelism) is not modelled yet: it comes with MoE calibration (issue #3). "
-            "MoE models run with tensor parallelism (--tp) today."
-        )
+    if a.ep not in (1, a.tp * a.dp):
+        raise StackSimError(f"--ep must be 1 (experts split by --tp) or --tp x --dp = {a.tp * a.dp} (experts spread "
+                            f"over every GPU, with --dp attention data-parallel ranks); got {a.ep}")
     if a.engine not in ENGINE_KINDS:
         raise StackSimError(f"--engine {a.engine}: unknown engine profile; valid: {', '.join(ENGINE_KINDS)}")
     for flag, v in (("--tp", a.tp), ("--pp", a.pp), ("--dp", a.dp), ("--isl", a.isl), ("--osl", a.osl), ("--requests", a.requests)):
@@ -164,6 +168,7 @@ def predict(a: PredictArgs) -> dict[str, Any]:
         "tp": a.tp,
         "pp": a.pp,
         "dp": a.dp,
+        "ep": a.ep,
         "precision": a.precision,
         "kv_precision": a.kv_precision,
         "engine": a.engine,

@@ -52,7 +52,7 @@ def test_offline_beats_light_load_on_throughput_and_loses_on_ttft() -> None:
         (["--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--offline", "--tp", "0"], "--tp must be >= 1"),
         (["--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--offline", "--tp", "3"], "--tp"),
         (["--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--offline", "--precision", "fp7"], "--precision"),
-        (["--model", "mixtral-8x7b", "--gpu", "h100-sxm", "--tp", "2", "--ep", "2", "--offline"], "--ep"),
+        (["--model", "mixtral-8x7b", "--gpu", "h100-sxm", "--tp", "2", "--ep", "3", "--offline"], "--ep must be 1"),
         (["--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--qps", "-1"], "--qps"),
     ],
 )

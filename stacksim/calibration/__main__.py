@@ -234,7 +234,9 @@ def main() -> None:
               ("- The simulator's scheduler is shared by the three engine profiles: SGLang's separate prefill and "
               "decode batches and TensorRT-LLM's GUARANTEED_NO_EVICT admission are approximated by continuous "
               "batching with chunked prefill; the profiles differ in their limits, memory rules and fitted overheads."),
-              ("- Expert parallelism and attention data parallelism are not modelled (`stacksim predict --ep` says so)."),
+              ("- Expert parallelism with attention data parallelism (`data_parallel`, `expert_parallel`) is modelled "
+              "from first principles (rank-local dense work, experts spread over every GPU, two all-to-alls per MoE "
+              "layer) but not calibrated: no measurement of it is in shared/."),
               "", ("The simulator uses these parameters by default (`engine.cost_model: calibrated`); "
               "`cost_model: first_principles` keeps the sourced constants of `serving/costmodel.py`, whose error "
               "is the 'default' column of the in-sample table."), ""]

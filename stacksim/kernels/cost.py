@@ -11,6 +11,11 @@ attention), plus tensor-parallel all-reduces, plus a fixed per-step overhead:
 With pipeline parallelism the batch runs as m = min(pp, sequences) micro-batches: every term
 above is taken at the micro-batch's share of the work (weights are still read whole by each).
 
+Expert parallelism with attention data parallelism (DP ranks of TP GPUs, experts spread over all
+EP = DP x TP GPUs): the per-token parameters are per GPU of the replica (a rank's share of the
+dense and attention work, 1/EP of the experts'), the matmul efficiency is a rank's (T / DP
+tokens), and every MoE layer adds two all-to-alls (``A2A_BYTES_PER_TOKEN``, ``NUM_A2A``).
+
 ``eff(T) = eff_max * T / (T + T_half)``: matmuls on few tokens cannot fill the tensor cores.
 Mixture-of-experts layers read only the experts the batch touches: with uniform routing of T
 tokens to k of E experts, E * (1 - (1 - k/E)^T) experts on average.
@@ -56,12 +61,15 @@ NUM_ALLREDUCES = 17  # per step on this GPU (2 per layer for Megatron-style TP)
 LINK_BW = 18  # bytes/s, unidirectional scale-up link
 COLLECTIVE_LATENCY_S = 19
 PP = 20
-N_STEP_PARAMS = 21  # one model's step-time parameters (the target's, or the proposer's below)
+DP = 21  # attention data-parallel ranks in the replica: each runs 1/DP of the batch's tokens (>= 1)
+A2A_BYTES_PER_TOKEN = 22  # expert parallelism: all-to-all bytes per replica token on this GPU (dispatch + combine)
+NUM_A2A = 23  # MoE layers on this GPU's stage (0: no expert parallelism)
+N_STEP_PARAMS = 24  # one model's step-time parameters (the target's, or the proposer's below)
 # Speculative decoding (all zero without it, which keeps the plain kernels' path):
-SPEC_K = 21  # proposed tokens per step, k (0: no speculation)
-SPEC_TOKENS = 22  # expected tokens emitted per sequence per decode step, E (Leviathan eq. 1)
-SPEC_PROPOSER = 23  # 1: the proposer runs k forward passes of the model at PROPOSER; 0: free (n-gram)
-PROPOSER = 24  # the proposer's own N_STEP_PARAMS (draft model, or the MTP layer), no step overhead
+SPEC_K = 24  # proposed tokens per step, k (0: no speculation)
+SPEC_TOKENS = 25  # expected tokens emitted per sequence per decode step, E (Leviathan eq. 1)
+SPEC_PROPOSER = 26  # 1: the proposer runs k forward passes of the model at PROPOSER; 0: free (n-gram)
+PROPOSER = 27  # the proposer's own N_STEP_PARAMS (draft model, or the MTP layer), no step overhead
 N_PARAMS = PROPOSER + N_STEP_PARAMS
 
 
@@ -145,7 +153,8 @@ def iteration_time(
             n_logits *= inv
             lora_flops *= inv
     tokens = n_prefill_tokens + n_decode_tokens
-    eff = p[EFF_MAX] * tokens / (tokens + p[EFF_HALF_TOKENS])
+    rank_tokens = tokens / p[DP]  # the matmuls of one attention-DP rank (the whole batch without DP)
+    eff = p[EFF_MAX] * rank_tokens / (rank_tokens + p[EFF_HALF_TOKENS])
     lin_flops = tokens * p[LIN_FLOPS_PER_TOKEN] + n_logits * p[LMHEAD_FLOPS_PER_LOGIT] + lora_flops
     t_lin_c = lin_flops / (p[PEAK_FLOPS] * eff)
     n_exp = p[NUM_EXPERTS]
@@ -175,6 +184,10 @@ def iteration_time(
     if tp > 1.0:
         per = p[COLLECTIVE_LATENCY_S] + 2.0 * (tp - 1.0) / tp * tokens * p[ALLREDUCE_BYTES_PER_TOKEN] / p[LINK_BW]
         t_comm = p[NUM_ALLREDUCES] * per
+    if p[NUM_A2A] > 0.0:
+        # Expert parallelism: each MoE layer dispatches tokens to their experts' GPUs and combines
+        # the results back, two all-to-alls over the scale-up link.
+        t_comm += p[NUM_A2A] * (2.0 * p[COLLECTIVE_LATENCY_S] + tokens * p[A2A_BYTES_PER_TOKEN] / p[LINK_BW])
     t_hop = 0.0
     if pp > 1.0:
         t_hop = (pp - 1.0) * (p[COLLECTIVE_LATENCY_S] + tokens * p[ALLREDUCE_BYTES_PER_TOKEN] / p[LINK_BW])

@@ -30,7 +30,8 @@ def iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decod
     n_layers_units = max(1, round(p[K.NUM_ALLREDUCES] / 2)) if p[K.TP] > 1 else 1
     # Split every per-GPU quantity evenly over "units" (layers when TP>1) and add them back up:
     # identical layers make sum-of-maxes equal max-of-sums, which is what the fast kernel uses.
-    eff = p[K.EFF_MAX] * tokens / (tokens + p[K.EFF_HALF_TOKENS])
+    per_rank = tokens / p[K.DP]  # one attention-DP rank's matmul rows
+    eff = p[K.EFF_MAX] * per_rank / (per_rank + p[K.EFF_HALF_TOKENS])
     peak = p[K.PEAK_FLOPS]
     bw = p[K.MEM_BW] * p[K.EFF_MEM]
     if p[K.NUM_EXPERTS] > 1:
@@ -61,6 +62,9 @@ def iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decod
         for _ in range(int(p[K.NUM_ALLREDUCES])):
             ring = 2.0 * (tp - 1.0) / tp * tokens * p[K.ALLREDUCE_BYTES_PER_TOKEN]
             total += p[K.COLLECTIVE_LATENCY_S] + ring / p[K.LINK_BW]
+    for _ in range(int(p[K.NUM_A2A])):  # expert parallelism: dispatch and combine per MoE layer
+        for _ in range(2):
+            total += p[K.COLLECTIVE_LATENCY_S] + tokens * p[K.A2A_BYTES_PER_TOKEN] / 2.0 / p[K.LINK_BW]
     pp = int(p[K.PP])
     out = total * pp
     for _ in range(pp - 1):

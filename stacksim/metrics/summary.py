@@ -234,6 +234,8 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
             "replicas": rd.spec.replicas,
             "tensor_parallel": rd.spec.tensor_parallel,
             "pipeline_parallel": rd.spec.pipeline_parallel,
+            "data_parallel": rd.spec.data_parallel,
+            "expert_parallel": rd.spec.expert_parallel,
             "precision": rd.spec.precision,
             "gpus": rd.gpus,
             "memory_per_gpu_gb": {

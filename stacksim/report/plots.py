@@ -91,7 +91,7 @@ def write_plots(result: Result, out: Path) -> list[Path]:
         a = d.get("autoscaling")  # autoscaled: replicas vary (and may start at 0)
         n_rep = f"{a['min_replicas']}-{a['max_replicas']} (autoscaled)" if a else d["replicas"]
         fig.suptitle(
-            f"deployment '{name}': {d['model']} on {n_rep} x {d['tensor_parallel'] * d['pipeline_parallel']} {d['accelerator']} "
+            f"deployment '{name}': {d['model']} on {n_rep} x {d['tensor_parallel'] * d['pipeline_parallel'] * d.get('data_parallel', 1)} {d['accelerator']} "
             f"({d['precision']}), mean over replicas"
         )
         fig.tight_layout()

@@ -30,6 +30,7 @@ from stacksim.serving.costmodel import (
 )
 from stacksim.serving.kv_offload import KvOffloadError, ResolvedKvOffload, resolve_kv_offload
 from stacksim.serving.lora import LoraError, ResolvedLora, resolve_lora, workload_problems
+from stacksim.serving.parallel import parallelism_problem
 from stacksim.workload.traces import TraceFormatError, load_trace
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class ResolvedDeployment:
     @property
     def gpus(self) -> int:
         """Accelerators of the pool this deployment needs: all its slots' (max_replicas when autoscaling)."""
-        return self.slots * self.spec.tensor_parallel * self.spec.pipeline_parallel
+        return self.slots * self.spec.tensor_parallel * self.spec.pipeline_parallel * self.spec.data_parallel
 
 
 @dataclass
@@ -188,8 +189,13 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
         if pp > model.num_layers:
             problems.append(PathProblem(where + ("pipeline_parallel",), f"{model.id} has only {model.num_layers} layers"))
             continue
+        dp, ep = dep.data_parallel, dep.expert_parallel
+        bad = parallelism_problem(model, pool.accelerator, tp, pp, dp, ep, dep.engine.speculative is not None)
+        if bad is not None:
+            problems.append(PathProblem(where + (bad[0],), bad[1]))
+            continue
         # An autoscaled deployment may grow to max_replicas: the pool must hold that many.
-        used[dep.pool] = used.get(dep.pool, 0) + (dep.autoscaling.max_replicas if dep.autoscaling else dep.replicas) * tp * pp
+        used[dep.pool] = used.get(dep.pool, 0) + (dep.autoscaling.max_replicas if dep.autoscaling else dep.replicas) * tp * pp * dp
         eng = engines.concrete(dep.engine, pool.accelerator, tp)
         if eng is not dep.engine:  # the profile's start-up rules filled settings left out (serving/engines.py)
             dep = dep.model_copy(update={"engine": eng})
@@ -227,7 +233,7 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
                 model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype, eng.block_size,
                 eng.gpu_memory_utilization, eng.max_num_batched_tokens, eng.max_num_seqs, eng.runtime_overhead_gb,
                 spec=specdec, lora_bytes_per_gpu=lora.slot_bytes_per_gpu if lora is not None else 0.0,
-                of_free_memory=engines.of_free_memory(eng),
+                of_free_memory=engines.of_free_memory(eng), dp=dp, ep=ep,
             )
         except DoesNotFit as exc:
             problems.append(PathProblem(where, str(exc)))
@@ -272,7 +278,11 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
             )
             continue
         params = cost_params(model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype, eng.cost_model, eng.kind,
-                             spec=specdec)
+                             spec=specdec, dp=dp, ep=ep)
+        if dp > 1:  # the engine's limits are per attention-DP rank; one scheduler stands for all ranks
+            eng = eng.model_copy(update={"max_num_seqs": eng.max_num_seqs * dp,
+                                         "max_num_batched_tokens": eng.max_num_batched_tokens * dp})
+            dep = dep.model_copy(update={"engine": eng})
         rs.deployments[name] = ResolvedDeployment(name, dep, model, pool, plan, params, mml, lora, kv_offload)
 
     for pname, n in used.items():
@@ -280,7 +290,7 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
         if n > have:
             users = [
                 f"{d} ({x.replicas if x.autoscaling is None else f'autoscaling.max_replicas {x.autoscaling.max_replicas}'}"
-                f" x tp{x.tensor_parallel} x pp{x.pipeline_parallel})"
+                f" x tp{x.tensor_parallel} x pp{x.pipeline_parallel}{f' x dp{x.data_parallel}' if x.data_parallel > 1 else ''})"
                 for d, x in sc.deployments.items()
                 if x.pool == pname
             ]

@@ -346,6 +346,17 @@ class Deployment(Strict):
                           "between min_replicas and max_replicas; 0 only with autoscaling).")
     tensor_parallel: int = Field(default=1, ge=1)
     pipeline_parallel: int = Field(default=1, ge=1)
+    data_parallel: int = Field(
+        default=1, ge=1, description="Attention data-parallel ranks inside one replica of a mixture-of-experts "
+        "model (vLLM --data-parallel-size with --enable-expert-parallel; SGLang --dp with --enable-dp-attention): "
+        "each rank of tensor_parallel GPUs runs its own sequences, the experts are shared. A replica then has "
+        "tensor_parallel x pipeline_parallel x data_parallel GPUs; engine limits (max_num_seqs, "
+        "max_num_batched_tokens) are per rank, as in vLLM. Needs expert_parallel = tensor_parallel x "
+        "data_parallel.")
+    expert_parallel: int = Field(
+        default=1, ge=1, description="GPUs the routed experts are spread over: 1 (experts split by tensor "
+        "parallelism like every other layer) or tensor_parallel x data_parallel (vLLM: 'the EP size is "
+        "TP x DP'); each MoE layer then adds two all-to-alls over the scale-up link.")
     precision: Literal["bf16", "fp16", "fp8", "int8", "int4_awq", "int4_gptq", "fp4", "mxfp4", "nvfp4"] = "bf16"
     engine: Engine = Field(default_factory=VllmEngine, description="Serving engine settings; kind defaults to vllm.")
     load_balancer: LoadBalancer = Field(default_factory=lambda: RoundRobin(kind="round_robin"))

@@ -228,6 +228,8 @@ def memory_plan(
     spec: Speculation | None = None,
     lora_bytes_per_gpu: float = 0.0,
     of_free_memory: bool = False,
+    dp: int = 1,
+    ep: int = 1,
 ) -> MemoryPlan:
     """Memory per GPU, and the KV blocks that fit after weights, activations and overhead.
 
@@ -241,9 +243,17 @@ def memory_plan(
     deployment's precision, sharded like the target) share the GPUs, and every block holds the
     proposer's KV for its tokens next to the target's (vLLM gives the draft model its own KV
     cache with the same blocks), so fewer blocks fit.
+
+    With attention data parallelism (``dp``) and expert parallelism (``ep`` = dp x tp) a replica has
+    tp x pp x dp GPUs: each holds its rank's dense weights and 1/ep of the routed experts, and the
+    KV of its rank's sequences; the figures are per GPU, averaged over ranks.
     """
-    gpus = tp * pp
-    weight_bytes = model.params_total_b * 1e9 * WEIGHT_BYTES[precision] / gpus
+    gpus = tp * pp * dp
+    if ep > 1 and model.expert_params > 0:
+        expert = model.expert_params * WEIGHT_BYTES[precision]
+        weight_bytes = (model.params_total_b * 1e9 * WEIGHT_BYTES[precision] - expert) / (tp * pp) + expert / (ep * pp)
+    else:
+        weight_bytes = model.params_total_b * 1e9 * WEIGHT_BYTES[precision] / (tp * pp)
     kv_dtype_bytes = 1.0 if kv_cache_dtype == "fp8" else 2.0  # "auto": bf16 KV even for quantised weights
     prop_weights = 0.0
     prop_per_token = 0.0
@@ -261,7 +271,7 @@ def memory_plan(
     else:
         usable = mem * gpu_memory_utilization
     kv_room = usable - weight_bytes - act - overhead - prop_weights - lora_bytes_per_gpu
-    per_token = kv_bytes_per_token_per_gpu(model, tp, pp, kv_dtype_bytes)
+    per_token = kv_bytes_per_token_per_gpu(model, tp, pp, kv_dtype_bytes) / dp  # a token's KV lives on one rank
     blocks = int(kv_room // ((per_token + prop_per_token) * block_size)) if kv_room > 0 else 0
     plan = MemoryPlan(
         gpus_per_replica=gpus,
@@ -363,6 +373,8 @@ def cost_params(
     calibration: str = "first_principles",
     engine_kind: str = "vllm",
     spec: Speculation | None = None,
+    dp: int = 1,
+    ep: int = 1,
 ) -> np.ndarray:
     """The parameter vector of :func:`stacksim.kernels.cost.step_time` for one replica.
 
@@ -376,7 +388,7 @@ def cost_params(
     step overhead: its passes run inside the target's engine step, whose scheduling and
     sampling overhead is counted once.
     """
-    p = _params(model, acc, tp, pp, precision, kv_cache_dtype, calibration, engine_kind)
+    p = _params(model, acc, tp, pp, precision, kv_cache_dtype, calibration, engine_kind, dp, ep)
     if spec is not None:
         p[K.SPEC_K] = spec.k
         p[K.SPEC_TOKENS] = spec.tokens_per_step
@@ -389,37 +401,55 @@ def cost_params(
 
 
 def _params(model: ModelArch, acc: Accelerator, tp: int, pp: int, precision: str, kv_cache_dtype: str,
-            calibration: str, engine_kind: str) -> np.ndarray:
-    p = _first_principles(model, acc, tp, pp, precision, kv_cache_dtype)
+            calibration: str, engine_kind: str, dp: int = 1, ep: int = 1) -> np.ndarray:
+    p = _first_principles(model, acc, tp, pp, precision, kv_cache_dtype, dp, ep)
     if calibration == "calibrated":
         p = apply_calibration(p, calibrated_parameters(), engine_family(engine_kind, acc), compute_precision(acc, precision) in LOW_PRECISION,
                               link_class(acc))
     return p
 
 
-def _first_principles(model: ModelArch, acc: Accelerator, tp: int, pp: int, precision: str, kv_cache_dtype: str) -> np.ndarray:
+def _first_principles(model: ModelArch, acc: Accelerator, tp: int, pp: int, precision: str, kv_cache_dtype: str,
+                      dp: int = 1, ep: int = 1) -> np.ndarray:
+    """Per-GPU step parameters. With expert parallelism (``ep`` = ``dp`` x ``tp`` GPUs hold 1/ep of
+    the routed experts each) and attention data parallelism (``dp`` ranks of ``tp`` GPUs, each
+    with its own sequences), the per-token quantities are per replica token on one GPU."""
     p = np.zeros(K.N_PARAMS)
     stage = 1.0 / (tp * pp)  # share of the layer stack's work on one GPU
     wbytes = WEIGHT_BYTES[precision]
     active_nonembed = model.active_nonembedding_params
-    p[K.LIN_FLOPS_PER_TOKEN] = 2.0 * active_nonembed * stage
-    # The LM head runs on the last stage only; spread over stages it keeps pp*stage time right.
-    p[K.LMHEAD_FLOPS_PER_LOGIT] = 2.0 * model.hidden_size * model.vocab_size * stage
-    p[K.ATTN_FLOPS_PER_PAIR] = model.attention_flops_per_pair() * stage
     expert_total = model.expert_params
+    moe = model.is_moe and expert_total > 0
+    expert_one = expert_total / model.num_experts if moe else 0.0
+    if ep > 1 and moe:
+        # A rank runs the dense and attention work of its 1/dp of the tokens; the routed experts'
+        # work of all tokens is spread over the ep GPUs.
+        expert_active = model.experts_per_token * expert_one
+        p[K.LIN_FLOPS_PER_TOKEN] = 2.0 * (active_nonembed - expert_active) * stage / dp + 2.0 * expert_active / (ep * pp)
+    else:
+        p[K.LIN_FLOPS_PER_TOKEN] = 2.0 * active_nonembed * stage
+    # The LM head runs on the last stage only; spread over stages it keeps pp*stage time right.
+    p[K.LMHEAD_FLOPS_PER_LOGIT] = 2.0 * model.hidden_size * model.vocab_size * stage / dp
+    p[K.ATTN_FLOPS_PER_PAIR] = model.attention_flops_per_pair() * stage / dp
     dense_params = model.params_total_b * 1e9 - expert_total
     if not model.tied_embeddings:
         dense_params -= model.vocab_size * model.hidden_size  # input embedding: only rows are read
-    p[K.DENSE_WEIGHT_BYTES] = max(0.0, dense_params) * wbytes * stage
-    if model.is_moe and expert_total > 0:
-        p[K.EXPERT_BYTES] = expert_total / model.num_experts * wbytes * stage
+    p[K.DENSE_WEIGHT_BYTES] = max(0.0, dense_params) * wbytes * stage  # every rank reads its own copy
+    if moe:
+        p[K.EXPERT_BYTES] = expert_one * wbytes / (pp * (ep if ep > 1 else tp))
         p[K.NUM_EXPERTS] = model.num_experts
         p[K.EXPERTS_PER_TOKEN] = model.experts_per_token
     else:
         p[K.NUM_EXPERTS] = 1.0
         p[K.EXPERTS_PER_TOKEN] = 1.0
+    p[K.DP] = dp
+    if ep > 1 and moe:
+        # Dispatch and combine: a GPU sends its 1/ep of the tokens' hidden states to the GPUs of
+        # their k experts, (ep-1)/ep of them off-GPU, and receives the results (DeepEP-style).
+        p[K.A2A_BYTES_PER_TOKEN] = 2.0 * model.experts_per_token * model.hidden_size * ACT_BYTES * (ep - 1) / ep / ep
+        p[K.NUM_A2A] = math.ceil(model.num_layers / pp)
     kv_dtype_bytes = 1.0 if kv_cache_dtype == "fp8" else 2.0
-    p[K.KV_BYTES_PER_TOKEN] = kv_bytes_per_token_per_gpu(model, tp, pp, kv_dtype_bytes)
+    p[K.KV_BYTES_PER_TOKEN] = kv_bytes_per_token_per_gpu(model, tp, pp, kv_dtype_bytes) / dp  # a token lives on one rank
     cp = compute_precision(acc, precision)
     p[K.PEAK_FLOPS] = acc.peak_tflops(cp) * 1e12
     p[K.MEM_BW] = acc.memory_bandwidth_tbps * 1e12
@@ -432,7 +462,7 @@ def _first_principles(model: ModelArch, acc: Accelerator, tp: int, pp: int, prec
     p[K.EFF_MEM] = EFF_MEM
     p[K.STEP_OVERHEAD_S] = STEP_OVERHEAD_S
     p[K.TP] = tp
-    p[K.ALLREDUCE_BYTES_PER_TOKEN] = model.hidden_size * ACT_BYTES
+    p[K.ALLREDUCE_BYTES_PER_TOKEN] = model.hidden_size * ACT_BYTES / dp  # a rank all-reduces its own tokens
     p[K.NUM_ALLREDUCES] = 2.0 * math.ceil(model.num_layers / pp)
     p[K.LINK_BW] = acc.interconnect_bandwidth_gbps * 1e9
     p[K.COLLECTIVE_LATENCY_S] = COLLECTIVE_LATENCY_S
