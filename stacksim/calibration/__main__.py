@@ -156,8 +156,8 @@ def main() -> None:
         tied = next((f"tied: `{n.rsplit('_', 1)[0]}_{F.TIED[e]}`" for e in F.TIED if n.endswith("_" + e) and not n.startswith("overhead")), None)
         lines.append(f"| `{n}` | {d:.4g} | {tied or f'{v:.4g}'} |")
     lines += ["", ("`link_eff_scaleup` / `link_eff_pcie` scale the datasheet link bandwidth of tensor-parallel "
-              "all-reduces over NVLink-class fabrics and over PCIe; one all-reduce's fixed latency stays at its "
-              "measured 20 us (Vidur's NCCL profile). "
+              "all-reduces over NVLink-class fabrics and over PCIe; one all-reduce's fixed latency stays at "
+              "Vidur's measured small-message medians (20-46 us for 1-8 GPUs). "
               "SGLang shares vLLM's kernel efficiencies (same kernel libraries); only its per-step overhead is its "
               "own. Parameters at a bound mean the kernel's structure, not just its constants, misses something "
               "there: see *What limits the accuracy*."), "",

@@ -50,7 +50,7 @@ NAMES = SHARED + tuple(f"{k}_{e}" for e in ENGINES for k in PER_ENGINE)
 FITTED_NAMES = tuple(n for n in NAMES if not any(n.endswith("_" + e) and not n.startswith("overhead") for e in TIED))
 # Bounds keep the parameters physical: efficiencies in (0, 1], overheads from 0.1 ms to 50 ms.
 # Link efficiency: a share of the datasheet link bandwidth. The all-reduce's fixed latency stays
-# at its measured value (serving/costmodel.COLLECTIVE_LATENCY_S, Vidur's NCCL profile): left free,
+# at its measured values (serving/costmodel.collective_latency_s, Vidur's NCCL profiles): left free,
 # the fit pushed it to 75 us to absorb TP-8 inefficiencies of the large-batch throughput tables,
 # which then spoiled batch-8 latencies (vLLM CI) by 12 ms per step.
 _LO = {"t_half": 1.0, "eff_attn": 0.05, "fp8_eff": 0.3, "eff_scale": 0.2, "eff_mem": 0.3, "overhead": 1e-4,

@@ -82,6 +82,22 @@ STEP_OVERHEAD_S = 0.002
 # - NCCL all-reduce of a small message over NVLink: 0.02-0.03 ms median (Vidur network profile,
 #   shared/calibration/raw/vidur/data/profiling/network/h100_pairwise_nvlink/all_reduce.csv).
 COLLECTIVE_LATENCY_S = 20e-6
+# - It grows with the group: median time of all-reduces of <= 16 KiB (decode-sized messages) in
+#   Vidur's profiles (shared/calibration/raw/vidur/data/profiling/network/{a100_dgx,h100_dgx,
+#   a100_pairwise_nvlink,h100_pairwise_nvlink}/all_reduce.csv, rank 0), averaged over the four
+#   machines that have that group size: 2 GPUs 44.5/7/28/26 us -> 26 us; 4 GPUs 32.5/38/28/62.5
+#   -> 40 us; 8 GPUs 62.5/30 -> 46 us. Larger groups (16 GPUs: 68 us on A100 DGX, across nodes)
+#   keep the 8-GPU figure within a scale-up domain.
+COLLECTIVE_LATENCY_BY_GROUP_S = {1: COLLECTIVE_LATENCY_S, 2: 26e-6, 4: 40e-6, 8: 46e-6}
+
+
+def collective_latency_s(group: int) -> float:
+    """Fixed cost of one small collective among ``group`` GPUs (table above; between the profiled
+    sizes, the next larger one)."""
+    for g in sorted(COLLECTIVE_LATENCY_BY_GROUP_S):
+        if group <= g:
+            return COLLECTIVE_LATENCY_BY_GROUP_S[g]
+    return COLLECTIVE_LATENCY_BY_GROUP_S[8]
 
 # Activation memory reserved by the engine's profiling run for a step of max_num_batched_tokens
 # (vLLM profiles a dummy forward pass at that size): the widest intermediate is the gated MLP
@@ -465,6 +481,6 @@ def _first_principles(model: ModelArch, acc: Accelerator, tp: int, pp: int, prec
     p[K.ALLREDUCE_BYTES_PER_TOKEN] = model.hidden_size * ACT_BYTES / dp  # a rank all-reduces its own tokens
     p[K.NUM_ALLREDUCES] = 2.0 * math.ceil(model.num_layers / pp)
     p[K.LINK_BW] = acc.interconnect_bandwidth_gbps * 1e9
-    p[K.COLLECTIVE_LATENCY_S] = COLLECTIVE_LATENCY_S
+    p[K.COLLECTIVE_LATENCY_S] = collective_latency_s(max(tp, ep))
     p[K.PP] = pp
     return p
