@@ -182,3 +182,16 @@ def test_gpt_oss_active_count_excludes_only_the_input_embedding() -> None:
     assert m.active_nonembedding_params == pytest.approx(5.1e9 - 201088 * 2880, rel=1e-9)
     dense = get_model("llama-3.1-8b")
     assert dense.active_nonembedding_params == pytest.approx(dense.params_active_b * 1e9 - dense.embedding_params)
+
+
+def test_jit_cache_is_keyed_by_every_compiled_module() -> None:
+    """Numba checks only a cached function's own file, not the kernels it inlines; the cache
+    folder is keyed by a hash of every module with @njit functions, so the list must be whole."""
+    from pathlib import Path
+
+    import stacksim.kernels as kernels
+
+    package = Path(kernels.__file__).resolve().parents[1]
+    with_jit = {str(p.relative_to(package)) for p in package.rglob("*.py")
+                if any(line.startswith("@njit") for line in p.read_text().splitlines())}
+    assert with_jit == set(kernels.JIT_MODULES)
