@@ -368,33 +368,29 @@ def test_disaggregation_gains_more_on_long_prompts_than_on_short_ones() -> None:
     little or nothing on short prompts). Llama-3.1-8B on four H100s, co-located (4 replicas) vs
     disaggregated (the best of 1P3D, 2P2D, 3P1D), goodput in requests/s. What this simulator
     gives with the calibration of stacksim/calibration/params_v1.json (seed 1, 120 s runs with
-    10 s of warm-up, first token from the decode side; README has the table):
+    20 s of warm-up, first token from the decode side; README has the table):
 
     ====================  ============================  ============================
     workload              MLPerf SLO (450 / 40 ms)      tight TPOT (450 / 15 ms)
     ====================  ============================  ============================
-    long, 8,192 in / 256  3.39 vs 5.13 (3P1D): +51%     3.39 vs 3.55 (3P1D): +5%
-    short, 256 in / 256   149.2 vs 120.0 (1P3D): -20%   114.9 vs 120.0 (1P3D): +4%
+    long, 8,192 in / 256  3.02 vs 5.19 (3P1D): +72%     3.02 vs 3.85 (3P1D): +27%
+    short, 256 in / 256   155.3 vs 121.2 (1P3D): -22%   120.0 vs 121.2 (1P3D): +1%
     ====================  ============================  ============================
 
-    Why (the refit made an 8,192-token prefill on one H100 take 268 ms, about twice what it was):
-    the 450 ms TTFT target binds for the long prompts in every layout, not TPOT. Unloaded, the
-    co-located TTFT is 268 ms and the disaggregated one 302 ms (prefill, 26 ms of KV transfer, the
-    decode side's first step), so a prompt misses as soon as it waits about half a prefill. A
-    co-located replica admits a prompt at once but shares its 8,192-token step with any other
-    prompt there, and least-outstanding balancing counts the running decodes, not the prefills,
-    so two prompts meet on one replica (TTFT ~540 ms) already at ~20% prefill load. A prefill-only
-    pool balances on prefills alone: 3P1D keeps TTFT until its prefill side is ~45% busy, and its
-    one decode replica keeps TPOT under 40 ms (p90 22 ms); so +51%. Under 15 ms that one decode
-    replica is the limit and the gain shrinks to +5%. Short prompts: the one prefill replica of
-    1P3D saturates (~98% busy at 120 req/s) while four co-located replicas serve 149, so -20%.
-    With the first token from the prefill side (DistServe) long gains +68%, short -18%.
+    Why (an 8,192-token prefill on one H100 takes ~270 ms with this calibration): the 450 ms
+    TTFT target binds for the long prompts in every layout, not TPOT, so a prompt misses as soon
+    as it waits about half a prefill. A co-located replica admits a prompt at once but shares its
+    8,192-token step with any other prompt there, and least-outstanding balancing counts the
+    running decodes, not the prefills, so two prompts meet on one replica already at low prefill
+    load. A prefill-only pool balances on prefills alone, and 3P1D's one decode replica keeps TPOT
+    under 40 ms; under 15 ms that replica is the limit and the gain shrinks. Short prompts: the
+    one prefill replica of 1P3D saturates while four co-located replicas serve more. With the
+    first token from the prefill side (DistServe) long gains +104%, short -21%.
 
-    Asserted, at the MLPerf SLO on 60 s runs of the two best ratios (seed 1 gives 2.47 vs 5.21
-    req/s, +111%, on long prompts and 152.8 vs 120.0, -21%, on short ones; seeds 1-5 give +53% to
-    +111% and -18% to -22%): disaggregation gains at least the article's 30% on long prompts,
-    loses on short ones, and the long prompts' TTFT target, not TPOT, is what stops the
-    co-located replicas.
+    Asserted, at the MLPerf SLO on 60 s runs of the two best ratios (seeds 1-5 give +55% to +90%
+    on long prompts and -20% to -23% on short ones): disaggregation gains at least the article's
+    30% on long prompts, loses on short ones, and the long prompts' TTFT target, not TPOT, is
+    what stops the co-located replicas.
     """
     gain, co_rate = {}, {}
     for name, inp, p, lo, hi in (("long", 8192, 3, 3.0, 8.0), ("short", 256, 1, 120.0, 260.0)):
