@@ -189,7 +189,7 @@ def test_jit_cache_is_keyed_by_every_compiled_module() -> None:
     folder is keyed by a hash of every module with @njit functions, so the list must be whole."""
     from pathlib import Path
 
-    import stacksim.kernels as kernels
+    from stacksim import kernels
 
     package = Path(kernels.__file__).resolve().parents[1]
     with_jit = {str(p.relative_to(package)) for p in package.rglob("*.py")
