@@ -225,16 +225,16 @@ def kv_state(replica: Any) -> tuple[int, int, int, int]:
     arrays (:mod:`stacksim.serving.core`) or the reference replica's attributes.
     """
     if hasattr(replica, "I"):
-        from stacksim.serving import core as C
+        from stacksim.serving import core_state as CS
 
         I = replica.I
-        ms, B = int(I[C.MAX_SEQS]), int(I[C.BS])
-        n, npf = int(I[C.N]), int(I[C.NPF])
-        ctx = I[C.IO : C.IO + n]
-        o_pf = C.IO + 5 * ms
-        done = I[o_pf + 1 : o_pf + npf * C.PF_FIELDS : C.PF_FIELDS]
+        ms, B = int(I[CS.MAX_SEQS]), int(I[CS.BS])
+        n, npf = int(I[CS.N]), int(I[CS.NPF])
+        ctx = I[CS.IO : CS.IO + n]
+        o_pf = CS.IO + 5 * ms
+        done = I[o_pf + 1 : o_pf + npf * CS.PF_FIELDS : CS.PF_FIELDS]
         held = int(np.sum(-(-ctx // B)) + np.sum(-(-done // B)))
-        return int(I[C.FREE]), held, int(I[C.TOTAL]), n + npf + int(I[C.WQ_LEN])
+        return int(I[CS.FREE]), held, int(I[CS.TOTAL]), n + npf + int(I[CS.WQ_LEN])
     if hasattr(replica, "free") and hasattr(replica, "prefilling"):
         B = replica.B
         held = sum(-(-int(replica.ctx[i]) // B) for i in range(replica.n))

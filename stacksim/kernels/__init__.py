@@ -21,7 +21,7 @@ import numba
 FASTMATH = False
 
 # Every module with @njit functions; keep in step when one is added (a test checks it).
-JIT_MODULES = ("kernels/cost.py", "serving/core.py", "serving/core_lora.py")
+JIT_MODULES = ("kernels/cost.py", "serving/core.py", "serving/core_lora.py", "serving/core_state.py")
 
 
 def _jit_cache_dir() -> Path | None:

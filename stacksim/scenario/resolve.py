@@ -19,7 +19,7 @@ from stacksim.gateway.plan import GatewayPlan
 from stacksim.network import RegionMap
 from stacksim.scenario import schema as S
 from stacksim.serving import engines
-from stacksim.serving.core import ADMIT_WATERMARK
+from stacksim.serving.core_state import ADMIT_WATERMARK
 from stacksim.serving.costmodel import (
     DoesNotFit,
     MemoryPlan,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stacksim.scenario import schema as S
-from stacksim.serving.core import ADMIT_WATERMARK
+from stacksim.serving.core_state import ADMIT_WATERMARK
 from stacksim.serving.disagg import LINK_DEFAULTS, ResolvedDisagg
 
 if TYPE_CHECKING:

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from stacksim.serving.deployment import DeploymentRuntime
 
 from stacksim.serving import lora as LR
-from stacksim.serving.core import ADMIT_WATERMARK, STRETCH_CAP
+from stacksim.serving.core_state import ADMIT_WATERMARK, STRETCH_CAP
 from stacksim.serving.prefix_cache import ACQUIRE, INSERT, RELEASE, PrefixCache
 from stacksim.serving.replica import retarget
 

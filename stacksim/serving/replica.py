@@ -19,6 +19,7 @@ from stacksim.kernels.cost import level_set
 from stacksim.metrics import FAILED, QUEUED, RI_GEN_DONE, RI_INPUT, Levels
 from stacksim.serving import core as C
 from stacksim.serving import core_lora as CL
+from stacksim.serving import core_state as CS
 from stacksim.serving.lora import LoraLog
 from stacksim.serving.prefix_cache import PrefixCache
 
@@ -78,21 +79,21 @@ class Replica:
     def _alloc(self, n_arrivals: int) -> None:
         eng = self.dep.engine
         rl = self.lora
-        off, size_i, size_f = C.layout(self.max_seqs, n_arrivals, rl.n if rl else 0, rl.max_loras if rl else 0)
+        off, size_i, size_f = CS.layout(self.max_seqs, n_arrivals, rl.n if rl else 0, rl.max_loras if rl else 0)
         self.off = off
         I = np.zeros(size_i, dtype=np.int64)
         F = np.zeros(size_f)
-        I[C.FREE] = self.total_blocks
-        I[C.TOTAL] = self.total_blocks
-        I[C.BS] = eng.block_size
-        I[C.MAX_SEQS] = self.max_seqs
-        I[C.MAX_TOKENS] = eng.max_num_batched_tokens
-        I[C.CHUNKED] = int(eng.enable_chunked_prefill)
-        I[C.INDEX] = self.index
-        I[C.ARR_N] = n_arrivals
-        I[C.MIN_FREE] = self.total_blocks
+        I[CS.FREE] = self.total_blocks
+        I[CS.TOTAL] = self.total_blocks
+        I[CS.BS] = eng.block_size
+        I[CS.MAX_SEQS] = self.max_seqs
+        I[CS.MAX_TOKENS] = eng.max_num_batched_tokens
+        I[CS.CHUNKED] = int(eng.enable_chunked_prefill)
+        I[CS.INDEX] = self.index
+        I[CS.ARR_N] = n_arrivals
+        I[CS.MIN_FREE] = self.total_blocks
         if self.prefix_cache is not None:
-            I[C.CACHE_VER] = self.prefix_cache.version
+            I[CS.CACHE_VER] = self.prefix_cache.version
         if rl is not None:
             lo = off["lora"]
             I[CL.LORA_OFF] = lo
@@ -101,30 +102,30 @@ class Replica:
             I[lo + CL.LH_ML] = rl.max_loras
             I[lo + CL.LH_MC] = rl.max_cpu_loras
             F[off["lora_f"] : off["lora_f"] + 4 * (rl.n + 1)] = rl.arrays().ravel()
-        F[C.LV : C.LV + K.LEVEL_STATE] = self.levels.state
+        F[CS.LV : CS.LV + K.LEVEL_STATE] = self.levels.state
         self.I, self.F = I, F
         # The level state lives in F (compiled code updates it); Levels reads it through a view.
-        self.levels.state = F[C.LV : C.LV + K.LEVEL_STATE]
+        self.levels.state = F[CS.LV : CS.LV + K.LEVEL_STATE]
 
     @property
     def itl_from(self) -> float:
-        return float(self.F[C.ITL_FROM])
+        return float(self.F[CS.ITL_FROM])
 
     @itl_from.setter
     def itl_from(self, value: float) -> None:
-        self.F[C.ITL_FROM] = value
+        self.F[CS.ITL_FROM] = value
 
     @property
     def preemptions(self) -> int:
-        return int(self.I[C.PREEMPTS])
+        return int(self.I[CS.PREEMPTS])
 
     @property
     def iterations(self) -> int:
-        return int(self.I[C.ITERS])
+        return int(self.I[CS.ITERS])
 
     @property
     def busy_s(self) -> float:
-        return float(self.F[C.BUSY_S])
+        return float(self.F[CS.BUSY_S])
 
     # ------------------------------------------------------------------ multi-LoRA
 
@@ -165,19 +166,19 @@ class Replica:
     def load(self) -> int:
         """Sequences running, in prefill or queued here."""
         I = self.I
-        return int(I[C.N] + I[C.NPF] + I[C.WQ_LEN])
+        return int(I[CS.N] + I[CS.NPF] + I[CS.WQ_LEN])
 
     def _push(self, rid: int) -> None:
         I = self.I
-        if I[C.WQ_LEN] + self.max_seqs + 1 >= len(self.W):  # room for preempted requests too
-            n = int(I[C.WQ_LEN])
-            h = int(I[C.WQ_HEAD])
+        if I[CS.WQ_LEN] + self.max_seqs + 1 >= len(self.W):  # room for preempted requests too
+            n = int(I[CS.WQ_LEN])
+            h = int(I[CS.WQ_HEAD])
             old = self.W
             new = np.zeros(2 * len(old), dtype=np.int64)
             new[:n] = np.roll(old, -h)[:n]
             self.W = new
-            I[C.WQ_HEAD] = 0
-        C.wq_push(I, self.W, rid)
+            I[CS.WQ_HEAD] = 0
+        CS.wq_push(I, self.W, rid)
 
     def enqueue(self, rid: int) -> None:
         """A request routed here now (state-dependent balancers)."""
@@ -191,7 +192,7 @@ class Replica:
     def can_take(self) -> bool:
         """Room for one more sequence (used by the shared-queue balancer)."""
         I = self.I
-        return bool(I[C.N] + I[C.NPF] + I[C.WQ_LEN] < self.max_seqs)
+        return bool(I[CS.N] + I[CS.NPF] + I[CS.WQ_LEN] < self.max_seqs)
 
     def take(self, rid: int) -> None:
         """Shared queue: the deployment hands this replica the next request."""
@@ -221,12 +222,12 @@ class Replica:
         """Ids of the requests on this replica: decoding, in prefill, waiting."""
         I, o = self.I, self.off
         ms = self.max_seqs
-        out = I[o["rid"] : o["rid"] + I[C.N]].tolist()
-        pf = C.IO + 5 * ms
-        out += [int(I[pf + j * C.PF_FIELDS]) for j in range(int(I[C.NPF]))]
-        cap, h = len(self.W), int(I[C.WQ_HEAD])
-        out += [int(self.W[(h + k) % cap]) for k in range(int(I[C.WQ_LEN]))]
-        if int(I[C.ARR_POS]) < int(I[C.ARR_N]):
+        out = I[o["rid"] : o["rid"] + I[CS.N]].tolist()
+        pf = CS.IO + 5 * ms
+        out += [int(I[pf + j * CS.PF_FIELDS]) for j in range(int(I[CS.NPF]))]
+        cap, h = len(self.W), int(I[CS.WQ_HEAD])
+        out += [int(self.W[(h + k) % cap]) for k in range(int(I[CS.WQ_LEN]))]
+        if int(I[CS.ARR_POS]) < int(I[CS.ARR_N]):
             raise RuntimeError("a replica with pre-routed arrivals cannot fail (faults turn pre-routing off)")
         return out
 
@@ -269,9 +270,9 @@ class Replica:
         """Start prefix-cache bookkeeping once some request carries blocks (until then the
         compiled scheduler runs exactly as without a cache)."""
         I = self.I
-        I[C.PFX_ON] = 1
-        I[C.MIN_FREE] = I[C.FREE]
-        I[C.EV_N] = 0
+        I[CS.PFX_ON] = 1
+        I[CS.MIN_FREE] = I[CS.FREE]
+        I[CS.EV_N] = 0
 
     def _pfx_sync(self) -> None:
         """Replay the scheduler's prefix-cache events of its last call, evict to fit, and hand
@@ -279,16 +280,16 @@ class Replica:
         I = self.I
         pfx = self.prefix_cache
         assert pfx is not None
-        n = int(I[C.EV_N])
-        min_free = int(I[C.MIN_FREE])
+        n = int(I[CS.EV_N])
+        min_free = int(I[CS.MIN_FREE])
         if n:
             o = self.off["ev"]
-            pfx.apply(I[o : o + C.EV_FIELDS * n].reshape(n, C.EV_FIELDS).tolist(), min_free)
-            I[C.EV_N] = 0
+            pfx.apply(I[o : o + CS.EV_FIELDS * n].reshape(n, CS.EV_FIELDS).tolist(), min_free)
+            I[CS.EV_N] = 0
         elif pfx.evictable_tokens > min_free * pfx.block_size:
             pfx.evict_to(min_free * pfx.block_size)
-        I[C.MIN_FREE] = I[C.FREE]
-        I[C.CACHE_VER] = pfx.version
+        I[CS.MIN_FREE] = I[CS.FREE]
+        I[CS.CACHE_VER] = pfx.version
 
     # ------------------------------------------------------------------ the process
 
@@ -302,7 +303,7 @@ class Replica:
         shared = self.shared
         on_done = self.dep.on_done_count
         pfx = self.prefix_cache
-        pfx_on = False  # I[C.PFX_ON], kept as a Python bool: this loop runs once per event
+        pfx_on = False  # I[CS.PFX_ON], kept as a Python bool: this loop runs once per event
         lora_on = self.lora is not None
         tr = self.trace
         open_iters = -1
@@ -314,11 +315,11 @@ class Replica:
             C.finish(now, I, F, self.W, lacc, hist, reqs.RF, reqs.RI)
             if tr is not None and open_iters >= 0:  # the event ends here (a stretch may be cut short)
                 tr[-1][1] = now
-                tr[-1][3] = int(I[C.ITERS]) - open_iters
+                tr[-1][3] = int(I[CS.ITERS]) - open_iters
                 open_iters = -1
             if pfx_on:
                 self._pfx_sync()
-            nd = int(I[C.DONE_N])
+            nd = int(I[CS.DONE_N])
             if nd:
                 self.outstanding -= nd
                 on_done(nd)
@@ -333,11 +334,11 @@ class Replica:
                 pfx_on = True
             dt = C.plan(now, I, F, self.W, lacc, reqs.RF, reqs.RI, p)
             if pfx_on:
-                while dt == C.NEED_LOOKUP:
+                while dt == CS.NEED_LOOKUP:
                     assert pfx is not None
-                    if I[C.CACHE_VER] != pfx.version:  # a lookup would never be current: no progress
+                    if I[CS.CACHE_VER] != pfx.version:  # a lookup would never be current: no progress
                         raise RuntimeError("prefix cache version out of step with the scheduler")
-                    rid = int(I[C.NEED])
+                    rid = int(I[CS.NEED])
                     pfx.lookup(rid, int(reqs.RI[RI_INPUT, rid] + reqs.RI[RI_GEN_DONE, rid]))
                     dt = C.plan(now, I, F, self.W, lacc, reqs.RF, reqs.RI, p)
                 self._pfx_sync()
@@ -346,10 +347,10 @@ class Replica:
             try:
                 if dt >= 0.0:
                     if tr is not None:
-                        open_iters = int(I[C.ITERS])
-                        stretch = int(I[C.MODE]) == 2  # a stretch decodes every running sequence
-                        tr.append([now, now + dt, float(I[C.MODE]), 0.0, float(I[C.N] if stretch else I[C.NDEC]), float(I[C.NPF]),
-                                   float(I[C.N] + I[C.NPF]), float(I[C.WQ_LEN]), float(I[C.FREE])])
+                        open_iters = int(I[CS.ITERS])
+                        stretch = int(I[CS.MODE]) == 2  # a stretch decodes every running sequence
+                        tr.append([now, now + dt, float(I[CS.MODE]), 0.0, float(I[CS.N] if stretch else I[CS.NDEC]), float(I[CS.NPF]),
+                                   float(I[CS.N] + I[CS.NPF]), float(I[CS.WQ_LEN]), float(I[CS.FREE])])
                     self.timer = env.timeout(dt)
                     yield self.timer
                 elif dt > -1.5:
