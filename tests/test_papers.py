@@ -84,11 +84,11 @@ def test_melange_mix_saves_on_the_mixed_workload() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="not reproduced at Mélange's own prices either: on Arena-shaped chats the L4 "
-                   "standing in for the A10G (at $1.01 against the A100's $3.67) serves 7% of an A100's requests and "
-                   "needs 28% to pay, so the A100 alone is cheapest; README gives the profile")
+@pytest.mark.xfail(strict=True, reason="not reproduced at Mélange's own prices either: on Arena-shaped chats the A10G "
+                   "(at $1.01 against the A100's $3.67) serves about 7% of an A100's requests and needs 28% to pay, so "
+                   "the A100 alone is cheapest; README gives the profile")
 def test_melange_mix_saves_at_the_papers_prices() -> None:
     """The same claim at the prices of Mélange's own solver example (A10G $1.01, A100 $3.67;
-    melange/main.py), the catalog's L4 standing in for the A10G, which the catalog lacks."""
+    melange/main.py)."""
     rows = R.melange(horizon_s=60.0, paper_prices=True)
     assert rows[0].stacksim >= 0.13, rows[0].detail

@@ -265,11 +265,10 @@ MELANGE_TTFT_GUARD_MS = 5000.0
 # (tyler-griggs/melange-release, melange/main.py, gpu_info_example) prices an A10G at $1.01 and an
 # A100 at $3.67 per hour, the two types of the paper's Llama-2-7B study (blog plots 1 and 5). The
 # paper's L4 and H100 prices were not found in a searchable source, so this run uses those two
-# types only. The catalog has no A10G (its tensor-core throughput could not be sourced), so the
-# catalog's L4 stands in for it at the A10G's price: same 24 GB, half the A10G's 600 GB/s of
-# memory bandwidth, so a pessimistic stand-in for the low-end type.
-MELANGE_PAPER_GPUS = {"l4": "l4", "a100": "a100-sxm-80gb"}
-MELANGE_PAPER_PRICES = {"l4": 1.01, "a100": 3.67}
+# types only. The A10G's catalog row (accelerators.csv) has Baseten's memory figures and a
+# third-party catalog's tensor rate (62.5 TFLOPS FP16), the weakest source in the catalog.
+MELANGE_PAPER_GPUS = {"a10g": "a10g", "a100": "a100-sxm-80gb"}
+MELANGE_PAPER_PRICES = {"a10g": 1.01, "a100": 3.67}
 
 
 def _catalog_price(acc_id: str) -> float:
@@ -355,7 +354,7 @@ def melange(rates: tuple[float, ...] = (2.0, 8.0, 32.0), horizon_s: float = 120.
     L40S, A100 and H100 at their catalog prices."""
     if paper_prices:
         gpus, prices = MELANGE_PAPER_GPUS, MELANGE_PAPER_PRICES
-        label = "Mélange's prices (L4 standing in for A10G at $1.01, A100 $3.67)"
+        label = "Mélange's prices (A10G $1.01, A100 $3.67)"
     else:
         gpus = MELANGE_GPUS
         prices = {g: _catalog_price(acc) for g, acc in gpus.items()}
