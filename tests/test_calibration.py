@@ -39,7 +39,6 @@ def synthetic_points(theta: np.ndarray, noise: float, seed: int) -> list[Point]:
 
 def test_fit_recovers_known_parameters() -> None:
     truth = F.DEFAULT.copy()
-    truth[F.NAMES.index("t_half")] = 200.0
     truth[F.NAMES.index("eff_attn")] = 0.5
     truth[F.NAMES.index("fp8_eff")] = 0.8
     truth[F.NAMES.index("link_eff_scaleup")] = 0.5

@@ -60,9 +60,10 @@ def test_distserve_disaggregation_gains_goodput_per_gpu() -> None:
     Tolerances (README): disaggregated / vLLM per-GPU goodput >= 1.5x; disaggregated goodput within
     a factor 1.25 of DistServe's simulator (1.56 req/s per GPU, simdistserve/README.md); attainment
     at 1 req/s per GPU within 15 points of DistServe's simulator for vLLM TP1 (62%) and within
-    5 points for the disaggregated unit (98%; figure_11a.json). The runner (120 s runs): 1.57 vs
-    0.020 req/s per GPU; attainment 71% and 97%. This test (60 s runs): 1.58 vs 0.039, 68% and 95%."""
-    rows = R.distserve(horizon_s=60.0)
+    5 points for the disaggregated unit (98%; figure_11a.json). This test runs what the runner
+    runs (120 s runs; 60 s ones landed a hair under the goodput band): 1.41 vs 0.020 req/s per
+    GPU; attainment 69% and 94.5%."""
+    rows = R.distserve(horizon_s=120.0)
     ratio, att_vllm, att_dist = (r.stacksim for r in rows)
     detail = rows[0].detail
     assert ratio >= 1.5, detail
@@ -85,8 +86,8 @@ def test_melange_mix_saves_on_the_mixed_workload() -> None:
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="not reproduced at Mélange's own prices either: on Arena-shaped chats the A10G "
-                   "(at $1.01 against the A100's $3.67) serves about 7% of an A100's requests and needs 28% to pay, so "
-                   "the A100 alone is cheapest; README gives the profile")
+                   "(at $1.01 against the A100's $3.67) serves 8-12% of an A100's requests and needs 28% to pay, so "
+                   "no mix beats the cheapest single type (A10Gs at 2 req/s, A100s above); README gives the profile")
 def test_melange_mix_saves_at_the_papers_prices() -> None:
     """The same claim at the prices of Mélange's own solver example (A10G $1.01, A100 $3.67;
     melange/main.py)."""

@@ -3,7 +3,8 @@
 A small set of physically meaningful parameters, shared by every accelerator (so a held-out
 GPU is predicted from its datasheet and measured matmul ceiling, not from its own rows):
 
-- ``t_half``: tokens in a step at which matmuls reach half their ceiling;
+- ``t_half``: tokens in a step at which matmuls reach half their ceiling (held at its
+  first-principles value, see serving/costmodel.EFF_HALF_TOKENS);
 - ``eff_attn``: attention kernels' share of dense peak;
 - ``fp8_eff``: the real FP8 speed-up relative to the datasheet's 2x;
 and per engine family (kernels and schedulers differ between engines and years):
@@ -59,7 +60,7 @@ _HI = {"t_half": 2048.0, "eff_attn": 1.0, "fp8_eff": 1.0, "eff_scale": 1.3, "eff
        "link_eff_scaleup": 1.0, "link_eff_pcie": 1.0}
 # Start from the first-principles defaults of serving/costmodel.py (the datasheet link bandwidth
 # as if fully achieved).
-_START = {"t_half": 128.0, "eff_attn": 0.34, "fp8_eff": 1.0, "eff_scale": 1.0, "eff_mem": 0.84, "overhead": 0.002,
+_START = {"t_half": 16.0, "eff_attn": 0.34, "fp8_eff": 1.0, "eff_scale": 1.0, "eff_mem": 0.84, "overhead": 0.002,
           "link_eff_scaleup": 1.0, "link_eff_pcie": 1.0}
 
 
@@ -204,7 +205,9 @@ def fit(prepared: list[Prepared], start: np.ndarray | None = None, prior_sigma: 
     theta0 = (DEFAULT if start is None else start).copy()
     engines_present = {pr.engine_index for pr in prepared}
     has_fp8 = any(pr.fp8 for pr in prepared)
-    free = [I_T_HALF, I_ATTN] + ([I_FP8] if has_fp8 else [])
+    # t_half stays at its first-principles value (serving/costmodel.EFF_HALF_TOKENS): left free it
+    # turns the compute term into a floor above the memory term at small batch.
+    free = [I_ATTN] + ([I_FP8] if has_fp8 else [])
     # A link class is free only where points run tensor parallel over it.
     for i, cls in ((I_LINK_SCALEUP, "scaleup"), (I_LINK_PCIE, "pcie")):
         if any(pr.link == cls and pr.point.tp > 1 for pr in prepared):
