@@ -135,3 +135,11 @@ def test_unknown_engine_is_a_clear_error() -> None:
                                    "--offline", "--requests", "10"])
     assert res.exit_code == 2
     assert "vllm, sglang, trtllm" in res.output
+
+
+def test_trtllm_does_not_fit_names_its_own_memory_rule() -> None:
+    """The error speaks of TensorRT-LLM's share of free memory, not of vLLM's share of the GPU."""
+    res = CliRunner().invoke(app, ["predict", "--model", "llama-3.1-405b", "--gpu", "l4", "--engine", "trtllm",
+                                   "--offline", "--requests", "10"])
+    assert res.exit_code == 2
+    assert "free_gpu_memory_fraction" in res.output and "does not fit" in res.output

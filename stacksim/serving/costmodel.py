@@ -315,10 +315,13 @@ def memory_plan(
                  if spec is not None and spec.proposer is not None else "")
         if lora_bytes_per_gpu > 0:
             draft += f", LoRA adapter slots {plan.lora_slots_per_gpu_gb:.1f} GiB"
+        usable = (f"{acc.memory_gb:g} GiB, of which the KV cache may take {gpu_memory_utilization:g} of what is left "
+                  f"(free_gpu_memory_fraction)" if of_free_memory else
+                  f"{plan.usable_per_gpu_gb:.1f} GiB usable ({acc.memory_gb:g} GiB x gpu_memory_utilization "
+                  f"{gpu_memory_utilization:g})")
         raise DoesNotFit(
             f"{model.id} in {precision} does not fit on {gpus} x {acc.id} (tp={tp}, pp={pp}): per GPU "
-            f"{plan.usable_per_gpu_gb:.1f} GiB usable ({acc.memory_gb:g} GiB x gpu_memory_utilization "
-            f"{gpu_memory_utilization:g}) but weights take {plan.weights_per_gpu_gb:.1f} GiB{draft}, activations "
+            f"{usable} but weights take {plan.weights_per_gpu_gb:.1f} GiB{draft}, activations "
             f"{plan.activations_per_gpu_gb:.1f} GiB and runtime overhead {plan.overhead_per_gpu_gb:.1f} GiB, "
             f"leaving nothing for the KV cache. Raise tensor_parallel/pipeline_parallel, use a smaller "
             f"precision (fp8, int4_awq) or a larger accelerator."

@@ -28,7 +28,7 @@ backends:
 Sources of the defaults (each can be overridden in the scenario):
 
 - Host link: the accelerator's PCIe generation (catalog ``pcie_gen``) at x16, after line
-  encoding, times the TLP payload efficiency (:func:`stacksim.serving.lora.pcie_gb_per_s`,
+  encoding, times the TLP payload efficiency (:func:`stacksim.serving.lora.host_link`,
   PCI-SIG base specifications and Intel AN 456, shared with LoRA adapter loads). Superchips
   with NVLink-C2C to their host (GH200, GB200, GB300) are faster: set ``cpu_to_gpu_gb_per_s``.
 - Host latency: 7 us per load, the upper end of the 5-7 us per-call overhead of
@@ -45,7 +45,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from stacksim.serving.lora import PCIE_GT_PER_S, PCIE_TLP_EFFICIENCY, pcie_gb_per_s
+from stacksim.serving.lora import host_link
 
 if TYPE_CHECKING:
     from stacksim.catalog import Accelerator
@@ -106,14 +106,12 @@ def resolve_kv_offload(spec: KvOffload, plan: MemoryPlan, acc: Accelerator) -> R
     """Capacities and rates of a deployment's ``engine.kv_offload``; raises :class:`KvOffloadError`
     naming the field when the host link rate is unknown or a tier holds no block."""
     where = ("engine", "kv_offload")
+    link = host_link(acc)
     if spec.cpu_to_gpu_gb_per_s is not None:
         host = spec.cpu_to_gpu_gb_per_s
         basis = "given (engine.kv_offload.cpu_to_gpu_gb_per_s)"
-    elif acc.pcie_gen in PCIE_GT_PER_S:
-        nominal = pcie_gb_per_s(acc.pcie_gen)
-        host = nominal * PCIE_TLP_EFFICIENCY
-        basis = (f"PCIe {acc.pcie_gen}.0 x16 {nominal:.2f} GB/s after line encoding x {PCIE_TLP_EFFICIENCY:.3f} TLP "
-                 f"efficiency (256-byte payload), per GPU")
+    elif link is not None:
+        host, basis = link[0], link[1] + ", per GPU"
     else:
         raise KvOffloadError(where + ("cpu_to_gpu_gb_per_s",), f"the catalog gives no PCIe generation for {acc.id}, so "
                              f"the host-to-accelerator copy rate is unknown; set engine.kv_offload.cpu_to_gpu_gb_per_s")

@@ -83,6 +83,17 @@ def pcie_gb_per_s(gen: int) -> float:
     return PCIE_GT_PER_S[gen] * PCIE_LANES * PCIE_ENCODING[gen] / 8.0
 
 
+def host_link(acc: Accelerator) -> tuple[float, str] | None:
+    """Achieved host-to-accelerator copy rate per GPU (GB/s) and how it was derived: the x16 link
+    of the catalog's PCIe generation times the TLP payload efficiency; None when the catalog gives
+    no PCIe generation. Shared by LoRA adapter loads and KV-cache offload (serving/kv_offload.py)."""
+    if acc.pcie_gen not in PCIE_GT_PER_S:
+        return None
+    nominal = pcie_gb_per_s(acc.pcie_gen)
+    return nominal * PCIE_TLP_EFFICIENCY, (f"PCIe {acc.pcie_gen}.0 x16 {nominal:.2f} GB/s after line encoding x "
+                                           f"{PCIE_TLP_EFFICIENCY:.3f} TLP efficiency (256-byte payload)")
+
+
 def linear_modules(model: ModelArch) -> list[tuple[str, int, int, str]]:
     """The LoRA-capable linear layers of one decoder layer: (name, d_in, d_out, col | row)."""
     h = model.hidden_size
@@ -166,14 +177,12 @@ def resolve_lora(spec: Lora, model: ModelArch, acc: Accelerator, tp: int, pp: in
             raise LoraError(where + ("adapters", name, "rank"), f"rank {a.rank} exceeds max_lora_rank "
                             f"{spec.max_lora_rank} (vLLM rejects such an adapter); raise engine.lora.max_lora_rank to "
                             f"{min(r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= a.rank)} or use a smaller rank")
+    link = host_link(acc)
     if spec.load.from_cpu_gb_per_s is not None:
         host = spec.load.from_cpu_gb_per_s
         basis = "given (engine.lora.load.from_cpu_gb_per_s)"
-    elif acc.pcie_gen in PCIE_GT_PER_S:
-        nominal = pcie_gb_per_s(acc.pcie_gen)
-        host = nominal * PCIE_TLP_EFFICIENCY
-        basis = (f"PCIe {acc.pcie_gen}.0 x16 {nominal:.2f} GB/s after line encoding x {PCIE_TLP_EFFICIENCY:.3f} TLP "
-                 f"efficiency (256-byte payload)")
+    elif link is not None:
+        host, basis = link
     else:
         raise LoraError(where + ("load", "from_cpu_gb_per_s"), f"the catalog gives no PCIe generation for {acc.id}, so "
                         f"the host-to-accelerator copy rate is unknown; set engine.lora.load.from_cpu_gb_per_s")
