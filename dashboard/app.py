@@ -173,7 +173,8 @@ def levels_figure(ts: dict[str, pd.DataFrame]) -> plt.Figure:
                 ax.set_ylim(0, 1.05)
             ax.set_title(title)
             ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if ts:  # a scenario of hosted providers only has no deployment to label
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
