@@ -11,6 +11,7 @@ atomically), optional ``OUT/requests/run-<id>.parquet``, and ``OUT/sweep.duckdb`
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 import traceback
@@ -100,7 +101,12 @@ class LocalBackend:
             for r in runs:
                 yield execute(sweep_file, r, requests_dir)
             return
-        with ProcessPoolExecutor(max_workers=self.workers) as pool:
+        # Workers fork from a fresh server process that has imported stacksim (forkserver), not
+        # from this one: forking a process that runs threads (Ray's, a dashboard's, a test
+        # runner's) can leave a child holding a lock no thread will release, and the pool breaks.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["stacksim.sweep.runner"])
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
             pending = {pool.submit(execute, sweep_file, r, requests_dir) for r in runs[: self.workers * 2]}
             nxt = len(pending)
             while pending:
