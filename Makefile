@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stacksim-installed
 
-.PHONY: setup run test bench schema calibrate clean
+.PHONY: setup run test bench schema calibrate readme clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ bench: $(STAMP)
 
 calibrate: $(STAMP)
 	$(BIN)/python -m stacksim.calibration --out calibration
+
+readme: $(STAMP)
+	$(BIN)/python docs/readme_check.py
 
 schema: $(STAMP)
 	$(BIN)/stacksim schema > docs/scenario.schema.json

@@ -24,9 +24,11 @@ app = typer.Typer(
     help="stacksim: simulate an AI infrastructure stack and forecast latency, spend and risk.",
     pretty_exceptions_enable=False,
 )
-# Piped output (grep, files) gets wide lines instead of Rich's 80-column default.
-out_console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# Piped output (grep, files) gets wide lines instead of Rich's 80-column default; COLUMNS, when
+# set, wins (Rich reads it).
+_PIPE_WIDTH = None if "COLUMNS" in os.environ else 200
+out_console = Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 
 EXIT_BAD_INPUT = 2
 
@@ -554,6 +556,70 @@ def optimize(
         out_console.print(f"capacity of the optimum: {msg} (bisection: {steps})")
     for p in written:
         out_console.print(f"wrote {p}")
+
+
+@app.command()
+def mix(
+    file: Annotated[Path, typer.Argument(help="A mix file (base scenario, deployment, accelerators with prices, rates).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default runs/mix-<name>).")] = None,
+) -> None:
+    """The cheapest mix of accelerator types for a deployment's traffic under its SLO (Mélange's
+    method: per-size profiles and a bin-packing ILP), against the cheapest single type."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from stacksim.sweep.mixplan import run_mix, write_outputs
+
+    bar = Progress(TextColumn("mix"), BarColumn(), MofNCompleteColumn(), TextColumn("profiles and checks"),
+                   TimeElapsedColumn(), console=err_console, transient=True)
+    task = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("mix", total=total)
+        bar.update(task, completed=done)
+
+    try:
+        try:
+            res = run_mix(file, progress=progress)
+        finally:
+            bar.stop()
+        written = write_outputs(res, out or Path("runs") / f"mix-{file.stem}")
+    except StackSimError as exc:
+        _fail(exc)
+        return
+    plan, shares = res["plan"], res["shares"]
+    slo = ", ".join(f"{k} {v:g}" for k, v in plan.spec.slo.model_dump().items() if v is not None)
+    out_console.print(f"mix: deployment {plan.spec.deployment} of {plan.base_path.name} on {', '.join(plan.prices)}; "
+                      f"{len(shares)} request-size buckets, slice factor {plan.spec.slice_factor}; SLO {slo} "
+                      f"for {plan.spec.attainment:.0%} of requests")
+
+    def fleet(a) -> str:  # type: ignore[no-untyped-def]
+        return "-" if a is None else ", ".join(f"{n} {g}" for g, n in sorted(a.replicas.items()))
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1%}"
+
+    t = Table(title="fleets by request rate (USD per hour)", title_justify="left")
+    for col in ("req/s", "cheapest single type", "$/h", "cheapest mix", "$/h ", "saving", "SLO met: single / mix"):
+        t.add_column(col, justify="right" if col not in ("cheapest single type", "cheapest mix") else "left")
+    for r in res["rows"]:
+        single = r["single"]
+        t.add_row(f"{r['rate']:g}", fleet(single), "-" if single is None else f"{single.usd_per_h:,.2f}", fleet(r["mix"]),
+                  f"{r['mix'].usd_per_h:,.2f}", pct(r["saving"]),
+                  f"{pct(r.get('single_attainment'))} / {pct(r.get('mix_attainment'))}" if plan.spec.check else "not checked")
+    out_console.print(t)
+    p = Table(title="requests per dollar by bucket (largest buckets; best type first)", title_justify="left")
+    for col in ("prompt <=", "answer <=", "share", "best", "lead over next"):
+        p.add_column(col, justify="left" if col == "best" else "right")
+    for b, s in sorted(shares.items(), key=lambda kv: -kv[1])[:10]:
+        per = sorted(((plan.tput[a][b] / plan.prices[a], a) for a in plan.prices), reverse=True)
+        lead = "-" if len(per) < 2 or per[1][0] <= 0 else f"{per[0][0] / per[1][0] - 1:+.0%} over {per[1][1]}"
+        p.add_row(f"{b[0]:,}", f"{b[1]:,}", f"{s:.1%}", per[0][1], lead)
+    out_console.print(p)
+    for w in written:
+        out_console.print(f"wrote {w}")
 
 
 @app.command()

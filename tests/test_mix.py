@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from stacksim.cli import app
 from stacksim.sweep import mix as M
 
 
@@ -35,7 +40,7 @@ def _brute_force(rates: dict, tput: dict, prices: dict, slice_factor: int) -> fl
             continue
         load: dict[str, float] = {}
         for (b, _s), g in zip(slices, combo, strict=True):
-            load[g] = load.get(g, 0.0) + rates[b] / slice_factor / tput[g][b]
+            load[g] = load.get(g, 0.0) + max(rates[b] / slice_factor / tput[g][b], M.MIN_LOAD)
         best = min(best, sum(prices[g] * math.ceil(x - 1e-9) for g, x in load.items()))
     return best
 
@@ -77,6 +82,86 @@ def test_the_ilp_finds_the_brute_force_optimum(data: st.DataObject) -> None:
     for g in types:
         load = sum(rates[b] * share / tput[g][b] for b, a in alloc.assign.items() for h, share in a.items() if h == g)
         assert load <= alloc.replicas.get(g, 0) + 1e-6
+        assert g not in {h for a in alloc.assign.values() for h in a} or alloc.replicas[g] >= 1
     single = M.cheapest_single(rates, tput, prices)
     if single is not None:
         assert alloc.usd_per_h <= single.usd_per_h + 1e-9
+
+
+# --------------------------------------------------------------------------- `stacksim mix`
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = """
+base: {base}
+deployment: chat
+accelerators: {{h100-sxm: null, a100-sxm-80gb: 1.5}}
+rates: [2, 12]
+slo: {{tpot_ms: 60}}
+input_edges: [1000]
+output_edges: [100]
+profile_horizon_s: 40
+"""
+
+
+def _mix_file(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "mix.yaml"
+    p.write_text(text.format(base=REPO / "scenarios" / "quickstart.yaml"))
+    return p
+
+
+def test_mix_command_plans_checks_and_writes(tmp_path: Path) -> None:
+    """A small plan end to end: profiles, the ILP at two rates, both fleets simulated, outputs."""
+    res = CliRunner().invoke(app, ["mix", str(_mix_file(tmp_path, QUICK)), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "cheapest mix" in res.output and "requests per dollar by bucket" in res.output
+    doc = json.loads((tmp_path / "out" / "mix.json").read_text())
+    assert doc["price_usd_per_replica_hour"] == {"h100-sxm": pytest.approx(3.49, abs=0.01), "a100-sxm-80gb": 1.5}
+    assert [r["rate"] for r in doc["rows"]] == [2, 12]
+    for r in doc["rows"]:
+        assert r["mix"]["usd_per_h"] <= r["single"]["usd_per_h"] + 1e-9
+        assert r["mix_attainment"] >= 0.99 and r["single_attainment"] >= 0.99
+        assert r["mix"]["usd_per_h"] == pytest.approx(sum(
+            n * doc["price_usd_per_replica_hour"][g] for g, n in r["mix"]["replicas"].items()))
+    prof = pd.read_csv(tmp_path / "out" / "profile.csv")
+    assert set(prof.accelerator) == {"h100-sxm", "a100-sxm-80gb"} and (prof.requests_per_s > 0).all()
+    assert prof.groupby("accelerator").share.sum().round(9).eq(1.0).all()
+    # A bigger rate never needs a cheaper fleet.
+    assert doc["rows"][1]["mix"]["usd_per_h"] >= doc["rows"][0]["mix"]["usd_per_h"]
+    assert (tmp_path / "out" / "cost_vs_rate.png").stat().st_size > 0
+
+
+def test_mix_profile_falls_as_requests_grow(tmp_path: Path) -> None:
+    from stacksim.sweep import mixplan as MP
+
+    plan = MP.load_mix(_mix_file(tmp_path, QUICK))
+    small, large = MP.profile(plan, "h100-sxm", (100, 50)), MP.profile(plan, "h100-sxm", (4000, 400))
+    assert small > 2 * large > 0
+
+
+@pytest.mark.parametrize(("edit", "field", "says"), [
+    ("deployment: chat", "deployment", "no deployment 'nope'"),
+    ("accelerators: {{h100-sxm: null, a100-sxm-80gb: 1.5}}", "accelerators.h100-sxn", "unknown accelerator id"),
+    ("accelerators: {{h100-sxm: null, a100-sxm-80gb: 1.5}}", "accelerators.a10g", "no price for 'a10g'"),
+    ("rates: [2, 12]", "rates", "rates must be > 0"),
+    ("slo: {{tpot_ms: 60}}", "slo.tpot_ms", "greater than 0"),
+])
+def test_bad_mix_files_name_line_and_field(tmp_path: Path, edit: str, field: str, says: str) -> None:
+    bad = {"deployment": "deployment: nope", "accelerators.h100-sxn": "accelerators: {{h100-sxn: null}}",
+           "accelerators.a10g": "accelerators: {{a10g: null}}", "rates": "rates: [2, -1]",
+           "slo.tpot_ms": "slo: {{tpot_ms: -5}}"}[field]
+    p = _mix_file(tmp_path, QUICK.replace(edit, bad))
+    res = CliRunner().invoke(app, ["mix", str(p)])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert f"field '{field}'" in text and says in text and str(p.name) in text and "line " in text
+    assert "Traceback" not in res.output
+
+
+def test_bundled_mix_files_load() -> None:
+    from stacksim.sweep import mixplan as MP
+
+    files = sorted((REPO / "scenarios" / "mix").glob("*.yaml"))
+    assert files
+    for f in files:
+        plan = MP.load_mix(f)
+        assert plan.prices and sum(plan.shares.values()) == pytest.approx(1.0)

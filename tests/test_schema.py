@@ -46,14 +46,16 @@ def test_cli_schema_prints_valid_json_schema() -> None:
 
 
 def _is_sweep(path: Path) -> bool:
-    """A sweep file (a grid over scenarios) is not itself a scenario; recognise one by name or key."""
-    if "sweep" in path.stem.lower() or {"sweeps", "optimize"} & set(path.parts):  # tests/test_sweep.py, test_optimize.py
+    """A sweep, optimize or mix file (built on a base scenario) is not itself a scenario; recognise
+    one by name or key."""
+    if "sweep" in path.stem.lower() or {"sweeps", "optimize", "mix"} & set(path.parts):  # test_sweep, test_optimize, test_mix
         return True
     try:
         data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError:
         return False  # let validation report it
-    return isinstance(data, dict) and ("sweep" in data or {"base", "parameters"} <= set(data) or {"base", "knobs"} <= set(data))
+    return isinstance(data, dict) and ("sweep" in data or {"base", "parameters"} <= set(data) or {"base", "knobs"} <= set(data)
+                                      or {"base", "deployment", "accelerators"} <= set(data))
 
 
 BUNDLED = sorted(p for p in (REPO / "scenarios").glob("**/*.yaml") if not _is_sweep(p))

@@ -16,20 +16,18 @@ from __future__ import annotations
 import copy
 import math
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from stacksim.engine.simulation import Simulation
 from stacksim.metrics.summary import Result, build_result
 from stacksim.scenario import load_scenario_text
-from stacksim.sweep import mix
+from stacksim.sweep import mix, mixplan
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,17 +60,7 @@ def admitted(res: Result) -> float:
 
 def goodput(meets: Callable[[float], bool], lo: float, hi: float, tol: float = 1.03) -> float:
     """Highest rate (to ``tol``) for which ``meets(rate)``; 0 when even lo/64 fails."""
-    floor = lo / 64
-    while not meets(lo):
-        lo, hi = lo / 2, lo
-        if lo < floor:
-            return 0.0
-    while meets(hi):
-        lo, hi = hi, hi * 2
-    while hi / lo > tol:
-        mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
-    return lo
+    return mixplan.highest_rate(meets, lo, hi, tol)
 
 
 def attained(res: Result, q: float) -> bool:
@@ -260,174 +248,62 @@ def distserve(horizon_s: float = 120.0, progress: Callable[[str], None] | None =
 
 # --------------------------------------------------------------------------- Mélange
 
-MELANGE_GPUS = {"l40s": "l40s", "a100": "a100-sxm-80gb", "h100": "h100-sxm"}
-MELANGE_SHARES = {"short": 0.8, "long": 0.2}  # Mélange's Mixed setting: 80% short, 20% long
-MELANGE_TTFT_GUARD_MS = 5000.0
-# Request-size buckets: Mélange's profiling grid (melange/profiling/benchmark-launcher.sh: input
-# and output lengths 25, 100, 250, 500, 1000, 2000), plus a top edge for the PubMed documents
-# (prompts up to 3,584 tokens) and for answers, up to Llama-2-7B's 4,096-token context. A
-# request joins the smallest bucket holding both its lengths; each bucket is profiled at its
-# edges (prompt + answer capped at the context), so its profile bounds its requests.
-MELANGE_IN_EDGES = (25, 100, 250, 500, 1000, 2000, 3584)
-MELANGE_OUT_EDGES = (25, 100, 250, 500, 1000, 2000, 4096)
-MELANGE_CONTEXT = 4096
-# Each bucket's rate is cut into this many slices for the ILP (melange-release README: "a slice
-# factor of 4" in its example configuration); 1 keeps a bucket on one type.
-MELANGE_SLICE_FACTOR = 4
-MELANGE_RATES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # checked by simulation
-MELANGE_GRID = tuple(float(r) for r in range(1, 33))  # from the ILP alone
-MELANGE_SAMPLE = 20000  # requests drawn to measure the bucket shares
-# The published savings on the Mixed workload, by TPOT SLO (blog "Experimental Results", plots 11
-# and 12: "13-51% cost reduction (120ms SLO) and 4-51% reduction (40ms SLO)").
-MELANGE_PUBLISHED = {120.0: "up to 51% (13-51% over rates; blog, Mixed 120 ms)",
-                     40.0: "up to 51% (4-51% over rates; blog, Mixed 40 ms)"}
-
+# Mélange's method is stacksim's `mix` command (stacksim/sweep/mixplan.py, ../mix/melange-mixed.yaml):
+# requests bucketed on Mélange's profiling grid, one replica of each type profiled per bucket,
+# Mélange's ILP with slice factor 4, both fleets simulated with requests routed by bucket.
+MELANGE_MIX = HERE.parent / "mix" / "melange-mixed.yaml"
+MELANGE_CATALOG = {"l40s": None, "a100-sxm-80gb": None, "h100-sxm": None}  # catalog prices
 # Mélange's own prices, as far as they could be found: the authors' solver example
 # (tyler-griggs/melange-release, melange/main.py, gpu_info_example) prices an A10G at $1.01 and an
 # A100 at $3.67 per hour, the two types of the paper's Llama-2-7B study (blog plots 1 and 5). The
 # paper's L4 and H100 prices were not found in a searchable source, so this run uses those two
 # types only. The A10G's catalog row (accelerators.csv) has Baseten's memory figures and a
 # third-party catalog's tensor rate (62.5 TFLOPS FP16), the weakest source in the catalog.
-MELANGE_PAPER_GPUS = {"a10g": "a10g", "a100": "a100-sxm-80gb"}
-MELANGE_PAPER_PRICES = {"a10g": 1.01, "a100": 3.67}
+MELANGE_PAPER_PRICES = {"a10g": 1.01, "a100-sxm-80gb": 3.67}
+MELANGE_RATES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # checked by simulation
+MELANGE_GRID = tuple(float(r) for r in range(1, 33))  # from the ILP alone
+# The published savings on the Mixed workload, by TPOT SLO (blog "Experimental Results", plots 11
+# and 12: "13-51% cost reduction (120ms SLO) and 4-51% reduction (40ms SLO)").
+MELANGE_PUBLISHED = {120.0: "up to 51% (13-51% over rates; blog, Mixed 120 ms)",
+                     40.0: "up to 51% (4-51% over rates; blog, Mixed 40 ms)"}
+MELANGE_GRID_SIZES = mixplan.MELANGE_EDGES  # melange/profiling/benchmark-launcher.sh
 
 
-def _catalog_price(acc_id: str) -> float:
-    from stacksim.catalog import get_accelerator
-
-    p = get_accelerator(acc_id).default_price_usd_per_gpu_hour
-    assert p is not None, f"{acc_id} has no catalog price; pass prices="
-    return p
-
-
-def _melange_base(gpus: dict[str, str], prices: dict[str, float], horizon_s: float, slo_tpot_ms: float) -> dict[str, Any]:
-    """melange-fleet.yaml with one pool per type of ``gpus`` at ``prices`` (USD per GPU-hour)."""
-    sc = load("melange-fleet.yaml")
-    sc["horizon_s"], sc["warmup_s"] = horizon_s, horizon_s / 6
-    sc["slo"] = {"tpot_ms": slo_tpot_ms, "ttft_ms": MELANGE_TTFT_GUARD_MS}
-    sc["pools"] = {g: {"accelerator": acc, "count": 64, "price_usd_per_gpu_hour": prices[g]} for g, acc in gpus.items()}
-    return sc
-
-
-def melange_requests(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(prompt, answer) lengths of ``n`` requests of Mélange's Mixed workload: melange-fleet.yaml's
-    two workloads' length distributions, drawn by stacksim's own samplers, 80/20 in random order."""
-    from pydantic import TypeAdapter
-
-    from stacksim.scenario import schema as S
-    from stacksim.workload.lengths import LENGTHS
-
-    sc, rng, length = load("melange-fleet.yaml"), np.random.default_rng(seed), TypeAdapter(S.Length)
-    which = rng.choice(list(MELANGE_SHARES), size=n, p=list(MELANGE_SHARES.values()))
-    inp, out = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-    for w in MELANGE_SHARES:
-        idx = np.flatnonzero(which == w)
-        for col, key in ((inp, "input_tokens"), (out, "output_tokens")):
-            spec = length.validate_python(sc["workloads"][w][key])
-            col[idx] = LENGTHS[spec.kind](spec, rng, idx.size)
-    return inp, np.minimum(out, MELANGE_CONTEXT - inp)
-
-
-def melange_shares(seed: int = 1) -> dict[tuple[int, int], float]:
-    """Share of the Mixed workload's requests in each (prompt, answer) bucket."""
-    inp, out = melange_requests(MELANGE_SAMPLE, seed)
-    return mix.bucket_shares(inp, out, MELANGE_IN_EDGES, MELANGE_OUT_EDGES)
-
-
-def melange_profile(gpu: str, bucket: tuple[int, int], slo_tpot_ms: float = 120.0, horizon_s: float = 120.0,
-                    gpus: dict[str, str] | None = None) -> float:
-    """Mélange's offline profile: the highest Poisson rate of one bucket's requests (all at the
-    bucket's edges) that one replica of ``gpu`` serves with 99% of them within the TPOT SLO. A
-    TPOT target alone is met by an overloaded replica too (its queue grows, its decode steps do
-    not), so a stability guard joins it: TTFT within 5 s (``MELANGE_TTFT_GUARD_MS``; stacksim's
-    choice, not Mélange's)."""
-    gpus = gpus or MELANGE_GPUS
-    i = bucket[0]
-    o = min(bucket[1], MELANGE_CONTEXT - i)
-    sc = _melange_base({gpu: gpus[gpu]}, {gpu: 1.0}, horizon_s, slo_tpot_ms)
-    sc["deployments"] = {"d": {**sc["deployments"]["short"], "pool": gpu, "replicas": 1}}
-    sc["workloads"] = {"w": {"target": "d", "arrival": {"kind": "poisson", "rate_per_s": 1.0},
-                             "input_tokens": {"kind": "fixed", "value": i},
-                             "output_tokens": {"kind": "fixed", "value": o}}}
-
-    def meets(rate: float) -> bool:
-        return attained(simulate(with_rate(sc, rate), "melange-fleet.yaml"), 0.99)
-
-    return goodput(meets, 1.0, 4.0)
-
-
-def melange_check(alloc: mix.Allocation, rate: float, gpus: dict[str, str], prices: dict[str, float],
-                  slo_tpot_ms: float = 120.0, horizon_s: float = 120.0, seed: int = 1) -> float:
-    """Run the fleet at ``rate``: a Poisson stream of Mixed requests, each routed by its bucket to
-    a type (a sliced bucket's requests split at random in its slices' shares), every type's
-    replicas behind their own least-outstanding balancer; the fleet's SLO attainment."""
-    rng = np.random.default_rng(seed)
-    n = int(rng.poisson(rate * horizon_s))
-    t = np.sort(rng.uniform(0.0, horizon_s, n))
-    inp, out = melange_requests(n, seed + 1)
-    bi = mix.bucket_of(inp, MELANGE_IN_EDGES)
-    bo = mix.bucket_of(out, MELANGE_OUT_EDGES)
-    to = np.empty(n, dtype=object)
-    for k in range(n):
-        shares = alloc.assign[(MELANGE_IN_EDGES[bi[k]], MELANGE_OUT_EDGES[bo[k]])]
-        names = list(shares)
-        to[k] = names[0] if len(names) == 1 else names[rng.choice(len(names), p=list(shares.values()))]
-    sc = _melange_base({g: gpus[g] for g in alloc.replicas}, prices, horizon_s, slo_tpot_ms)
-    base = sc["deployments"]["short"]
-    sc["deployments"] = {g: {**base, "pool": g, "replicas": r} for g, r in alloc.replicas.items()}
-    sc["workloads"] = {}
-    start = np.datetime64("2024-01-01T00:00:00")
-    with tempfile.TemporaryDirectory() as tmp:
-        for g in alloc.replicas:
-            mine = to == g
-            if not mine.any():
-                continue
-            stamps = start + (t[mine] * 1e6).astype("timedelta64[us]")
-            path = Path(tmp) / f"{g}.csv"
-            pd.DataFrame({"TIMESTAMP": stamps.astype(str), "ContextTokens": inp[mine],
-                          "GeneratedTokens": out[mine]}).to_csv(path, index=False)
-            sc["workloads"][g] = {"target": g, "arrival": {"kind": "trace", "path": str(path), "format": "azure"},
-                                  "input_tokens": {"kind": "trace"}, "output_tokens": {"kind": "trace"}}
-        res = simulate(sc, "melange-fleet.yaml")
-    return float(res.summary["slo"].get("attainment_all") or 0.0)
+def melange_plan(paper_prices: bool = False, horizon_s: float = 120.0, slo_tpot_ms: float = 120.0) -> mixplan.Plan:
+    """The bundled mix file at catalog prices (L40S, A100, H100) or Mélange's (A10G, A100)."""
+    accs = MELANGE_PAPER_PRICES if paper_prices else MELANGE_CATALOG
+    return mixplan.load_mix(MELANGE_MIX, overrides={"accelerators": dict(accs), "profile_horizon_s": horizon_s,
+                                                    "slo": {"tpot_ms": slo_tpot_ms}})
 
 
 def melange(rates: tuple[float, ...] = MELANGE_RATES, horizon_s: float = 120.0, slo_tpot_ms: float = 120.0,
             progress: Callable[[str], None] | None = None, paper_prices: bool = False,
             check: bool = True) -> list[Row]:
-    """Cost saving of the cheapest mix over the cheapest single type, Mélange's way: bucket the
-    Mixed workload by request size, profile every type on every bucket, solve the allocation ILP
-    (stacksim.sweep.mix) at each rate, and (``check``) run both fleets to confirm they meet the
-    SLO. ``paper_prices``: Mélange's own two-type example (``MELANGE_PAPER_GPUS`` at
-    ``MELANGE_PAPER_PRICES``) instead of the catalog's L40S, A100 and H100 at catalog prices."""
-    if paper_prices:
-        gpus, prices = MELANGE_PAPER_GPUS, MELANGE_PAPER_PRICES
-        label = "Mélange's prices (A10G $1.01, A100 $3.67)"
-    else:
-        gpus = MELANGE_GPUS
-        prices = {g: _catalog_price(acc) for g, acc in gpus.items()}
-        label = "catalog prices (L40S, A100, H100)"
-    shares = melange_shares()
-    tput = {g: {b: melange_profile(g, b, slo_tpot_ms, horizon_s, gpus) for b in shares} for g in gpus}
+    """Cost saving of the cheapest mix over the cheapest single type, Mélange's way, at each rate
+    (and over every whole rate from 1 to 32 req/s from the ILP alone)."""
+    plan = melange_plan(paper_prices, horizon_s, slo_tpot_ms)
+    label = "Mélange's prices (A10G $1.01, A100 $3.67)" if paper_prices else "catalog prices (L40S, A100, H100)"
+    shares = mixplan.bucket_shares(plan)
+    plan.tput = {a: {b: mixplan.profile(plan, a, b) for b in shares} for a in plan.prices}
     if progress:
-        progress(f"melange {label}: {len(shares)} buckets profiled on " + ", ".join(gpus))
-    def plan(rate: float) -> tuple[mix.Allocation, mix.Allocation]:
+        progress(f"melange {label}: {len(shares)} buckets profiled on " + ", ".join(plan.prices))
+
+    def fleets(rate: float) -> tuple[mix.Allocation, mix.Allocation]:
         rate_of = {b: rate * s for b, s in shares.items()}
-        single = mix.cheapest_single(rate_of, tput, prices)
+        single = mix.cheapest_single(rate_of, plan.tput, plan.prices)
         assert single is not None, "no single type serves every bucket"
-        return single, mix.cheapest_mix(rate_of, tput, prices, MELANGE_SLICE_FACTOR)
+        return single, mix.cheapest_mix(rate_of, plan.tput, plan.prices, plan.spec.slice_factor)
 
     def saving(single: mix.Allocation, best: mix.Allocation) -> float:
         return 1.0 - best.usd_per_h / single.usd_per_h
 
-    # Where a saving comes from integer replica counts it jumps with the rate: the whole grid of
-    # rates from the ILP alone, and the fleets at ``rates`` checked by simulation.
-    grid = {r: saving(*plan(r)) for r in MELANGE_GRID}
+    # Where a saving comes from whole replicas it jumps with the rate: the whole grid of rates from
+    # the ILP alone, and the fleets at ``rates`` checked by simulation.
+    grid = {r: saving(*fleets(r)) for r in MELANGE_GRID}
     per_rate = []
     for rate in rates:
-        single, best = plan(rate)
-        att = ({"single": melange_check(single, rate, gpus, prices, slo_tpot_ms, horizon_s),
-                "mix": melange_check(best, rate, gpus, prices, slo_tpot_ms, horizon_s)} if check else {})
+        single, best = fleets(rate)
+        att = {"single": mixplan.check(plan, single, rate), "mix": mixplan.check(plan, best, rate)} if check else {}
         per_rate.append({"rate": rate, "single": single.replicas, "single_usd_per_h": single.usd_per_h,
                          "mix": best.replicas, "mix_usd_per_h": best.usd_per_h, "saving": saving(single, best),
                          "attainment": att})
@@ -441,10 +317,7 @@ def melange(rates: tuple[float, ...] = MELANGE_RATES, horizon_s: float = 120.0, 
                 "cheapest mix over the cheapest single GPU type, max over " + "/".join(f"{r:g}" for r in rates)
                 + f" req/s (lowest {low:.0%}; every 1 req/s from 1 to 32: median {np.median(g):.0%}, max {g.max():.0%})",
                 MELANGE_PUBLISHED.get(slo_tpot_ms, "not published"), top, "share",
-                {"shares": shares, "profile": tput, "prices": prices, "per_rate": per_rate, "grid": grid})]
-
-
-MELANGE_GRID_SIZES = (25, 100, 250, 500, 1000, 2000)  # melange/profiling/benchmark-launcher.sh
+                {"shares": shares, "profile": plan.tput, "prices": plan.prices, "per_rate": per_rate, "grid": grid})]
 
 
 def melange_size_effect(horizon_s: float = 120.0, slo_tpot_ms: float = 120.0,
@@ -453,11 +326,12 @@ def melange_size_effect(horizon_s: float = 120.0, slo_tpot_ms: float = 120.0,
     """Mélange's blog plot 1: requests per dollar of the A10G against the A100 (Mélange's prices)
     for Llama-2-7B over its profiling grid of (prompt, answer) sizes. The A10G's best advantage
     (published: up to 72% more) and the A100's (published: up to 38% more)."""
+    plan = melange_plan(True, horizon_s, slo_tpot_ms)
     ratio = {}
     for i in sizes:
         for o in sizes:
-            a, c = (melange_profile(g, (i, o), slo_tpot_ms, horizon_s, MELANGE_PAPER_GPUS) for g in ("a10g", "a100"))
-            ratio[(i, o)] = (a / MELANGE_PAPER_PRICES["a10g"]) / (c / MELANGE_PAPER_PRICES["a100"]) if c > 0 else math.inf
+            a, c = (mixplan.profile(plan, g, (i, o)) / plan.prices[g] for g in ("a10g", "a100-sxm-80gb"))
+            ratio[(i, o)] = a / c if c > 0 else math.inf
     best, worst = max(ratio, key=ratio.__getitem__), min(ratio, key=ratio.__getitem__)
     if progress:
         progress(f"melange plot 1: A10G / A100 requests per dollar {ratio[worst]:.2f} ({worst}) to {ratio[best]:.2f} ({best})")

@@ -19,8 +19,11 @@ profiling and the check that a fleet meets its SLO are simulations (scenarios/pa
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +60,36 @@ def bucket_shares(inp: np.ndarray, out: np.ndarray, in_edges: Sequence[int],
     return {(int(in_edges[a]), int(out_edges[b])): c / n for (a, b), c in zip(keys, counts, strict=True)}
 
 
+# A slice's share of a replica is at least this, ten times the MILP solver's integrality
+# tolerance (1e-6): below it a type could carry a vanishing load on zero replicas.
+MIN_LOAD = 1e-5
+
+
+def _load(rate: float, tput: float) -> float:
+    return max(rate / tput, MIN_LOAD)
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Silence file descriptor 1 for a solver call: HiGHS prints a stray debug line
+    ("HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();") at random, whatever
+    its output options (ERGO-Code/HiGHS issue #2783, fixed after the release SciPy bundles)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stdout (captured, notebook): nothing to guard
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def _replicas(load: float) -> int:
     return max(0, math.ceil(load - 1e-9))
 
@@ -68,7 +101,7 @@ def cheapest_single(rates: Mapping[Bucket, float], tput: Mapping[str, Mapping[Bu
     for g in tput:
         if any(rates[b] > 0 and tput[g].get(b, 0.0) <= 0 for b in rates):
             continue
-        n = max(1, _replicas(sum(r / tput[g][b] for b, r in rates.items() if r > 0)))
+        n = max(1, _replicas(sum(_load(r, tput[g][b]) for b, r in rates.items() if r > 0)))
         alloc = Allocation({g: n}, {b: {g: 1.0} for b in rates}, n * prices[g])
         if best is None or alloc.usd_per_h < best.usd_per_h:
             best = alloc
@@ -111,24 +144,28 @@ def cheapest_mix(rates: Mapping[Bucket, float], tput: Mapping[str, Mapping[Bucke
         row = np.zeros(nv)
         for k, (b, _s) in enumerate(slices):
             if tput[g].get(b, 0.0) > 0:
-                row[xi(k, t)] = rates[b] / slice_factor / tput[g][b]
+                row[xi(k, t)] = _load(rates[b] / slice_factor, tput[g][b])
         row[nx + t] = -1.0
         rows.append(row)
         lo.append(-np.inf)
         hi.append(0.0)
     upper[:nx] = np.minimum(upper[:nx], 1.0)
     for t, g in enumerate(types):  # no type needs more replicas than carrying every slice it can
-        upper[nx + t] = math.ceil(sum(rates[b] / tput[g][b] for b in buckets if tput[g].get(b, 0.0) > 0) + 1e-9)
-    res = milp(cost, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(nv),
-               bounds=Bounds(np.zeros(nv), upper))
+        upper[nx + t] = math.ceil(sum(_load(rates[b], tput[g][b]) * slice_factor for b in buckets if tput[g].get(b, 0.0) > 0) + 1e-9)
+    with _quiet_stdout():
+        res = milp(cost, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(nv),
+                   bounds=Bounds(np.zeros(nv), upper))
     if res.x is None:
         raise ValueError(f"the allocation ILP has no solution: {res.message}")
     x = np.rint(res.x)
-    replicas = {g: int(x[nx + t]) for t, g in enumerate(types) if x[nx + t] > 0}
     assign: dict[Bucket, dict[str, float]] = {}
+    load: dict[str, float] = {}
     for k, (b, _s) in enumerate(slices):
         for t, g in enumerate(types):
             if x[xi(k, t)] > 0:
                 assign.setdefault(b, {})
                 assign[b][g] = assign[b].get(g, 0.0) + 1.0 / slice_factor
+                load[g] = load.get(g, 0.0) + _load(rates[b] / slice_factor, tput[g][b])
+    # The solver's n is the ceiling of the load up to its tolerances: recount it exactly.
+    replicas = {g: max(1, _replicas(x_)) for g, x_ in load.items()}
     return Allocation(replicas, assign, float(sum(n * prices[g] for g, n in replicas.items())))

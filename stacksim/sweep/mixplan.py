@@ -1,0 +1,363 @@
+"""`stacksim mix`: the cheapest mix of accelerator types for a deployment's traffic (Mélange).
+
+```yaml
+base: ../papers/melange-fleet.yaml       # the scenario: model, engine and traffic
+deployment: short                        # the deployment to place on each type (model, precision, tp, engine)
+workloads: [short, long]                 # the traffic (default: every workload); shares from their Poisson rates
+accelerators: {l40s: null, a100-sxm-80gb: null, h100-sxm: 3.0}   # USD per GPU-hour; null = catalog price
+rates: [1, 2, 4, 8, 16, 32]              # total requests/s to size for
+slo: {tpot_ms: 120}                      # default: the base scenario's slo
+```
+
+For each accelerator type and each request-size bucket (Mélange's grid by default) one replica
+is profiled: the highest Poisson rate of requests at the bucket's edges it serves with
+``attainment`` of them within the SLO (plus a TTFT stability guard unless the SLO sets TTFT: a
+TPOT target alone is met by an overloaded replica). The cheapest mix at each rate is Mélange's
+ILP (:mod:`stacksim.sweep.mix`), and so is the cheapest single type; with ``check`` both fleets
+are simulated with every request routed to the type its bucket was given.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import Field, TypeAdapter, ValidationError
+
+from stacksim.errors import Problem, ScenarioError
+from stacksim.scenario import load_scenario_text
+from stacksim.scenario import schema as S
+from stacksim.scenario.schema import Strict
+from stacksim.scenario.yamlio import line_of, load_yaml_with_lines
+from stacksim.sweep import mix
+
+# Mélange's profiling grid (tyler-griggs/melange-release melange/profiling/benchmark-launcher.sh:
+# input and output lengths 25, 100, 250, 500, 1000, 2000). Longer requests join a top bucket that
+# reaches the model's context (added per run).
+MELANGE_EDGES = (25, 100, 250, 500, 1000, 2000)
+STABILITY_TTFT_MS = 5000.0
+SAMPLE = 20000  # requests drawn to measure the bucket shares
+
+
+class MixSlo(Strict):
+    ttft_ms: float | None = Field(default=None, gt=0)
+    tpot_ms: float | None = Field(default=None, gt=0)
+    e2e_ms: float | None = Field(default=None, gt=0)
+
+
+class MixFile(Strict):
+    base: str
+    deployment: str = Field(description="The deployment of the base scenario to place on each accelerator type.")
+    workloads: list[str] | None = Field(default=None, description="The traffic (default: every workload of the base).")
+    accelerators: dict[str, float | None] = Field(min_length=1, description="Catalog id -> USD per GPU-hour (null: catalog price).")
+    rates: list[float] = Field(min_length=1, description="Total requests/s to size the fleet for.")
+    slo: MixSlo | None = Field(default=None, description="Default: the base scenario's slo.")
+    attainment: float = Field(default=0.99, gt=0, le=1)
+    input_edges: list[int] = Field(default_factory=lambda: list(MELANGE_EDGES), min_length=1)
+    output_edges: list[int] = Field(default_factory=lambda: list(MELANGE_EDGES), min_length=1)
+    slice_factor: int = Field(default=4, ge=1, le=16)
+    profile_horizon_s: float = Field(default=120.0, gt=0)
+    check: bool = True
+
+
+@dataclass
+class Plan:
+    """A loaded mix file, checked against its base scenario."""
+
+    spec: MixFile
+    base: dict[str, Any]
+    base_path: Path
+    prices: dict[str, float]  # per replica-hour (GPUs per replica x price per GPU-hour)
+    shares: dict[str, float]  # workload -> share of requests
+    context: int  # the deployment's max_model_len
+    gpus_per_replica: int
+    in_edges: tuple[int, ...] = ()  # set by bucket_shares (the top edge is the longest sampled request)
+    out_edges: tuple[int, ...] = ()
+    tput: dict[str, dict[mix.Bucket, float]] = field(default_factory=dict)
+
+
+def _edges(edges: list[int], top: int) -> tuple[int, ...]:
+    """The grid's edges below ``top``, then ``top`` itself (the longest request)."""
+    return tuple(sorted({e for e in edges if e < top} | {top}))
+
+
+def load_mix(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
+    """Read and check a mix file; errors name the file, line and field (exit code 2).
+    ``overrides`` replaces top-level keys before validation."""
+    p, name = Path(path), str(path)
+    if not p.is_file():
+        raise ScenarioError([Problem("mix file not found")], file=name)
+    data, lines = load_yaml_with_lines(p.read_text(encoding="utf-8"), name)
+    if not isinstance(data, dict):
+        raise ScenarioError([Problem("a mix file is a YAML mapping (base, deployment, accelerators, rates)", line=1)], file=name)
+    if overrides:
+        data = {**data, **overrides}
+        lines = {k: v for k, v in lines.items() if not (k and k[0] in overrides)}
+    try:
+        spec = MixFile.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError([Problem(e["msg"], field=".".join(map(str, e["loc"])), line=line_of(lines, tuple(e["loc"])))
+                             for e in exc.errors(include_url=False)], file=name) from None
+    base_path = (p.parent / spec.base).resolve()
+    if not base_path.is_file():
+        raise ScenarioError([Problem(f"base scenario '{spec.base}' not found", field="base", line=line_of(lines, ("base",)))], file=name)
+    base, _ = load_yaml_with_lines(base_path.read_text(encoding="utf-8"), str(base_path))
+    rs = load_scenario_text(yaml.safe_dump(base, sort_keys=False), str(base_path))  # the base must be valid itself
+    probs: list[Problem] = []
+
+    def problem(msg: str, *where: str | int) -> None:
+        probs.append(Problem(msg, field=".".join(map(str, where)), line=line_of(lines, tuple(where))))
+
+    deps = base.get("deployments") or {}
+    if spec.deployment not in deps:
+        problem(f"no deployment '{spec.deployment}' in {spec.base}; valid: {', '.join(deps) or '(none)'}", "deployment")
+        raise ScenarioError(probs, file=name)
+    wls = base.get("workloads") or {}
+    chosen = spec.workloads if spec.workloads is not None else list(wls)
+    shares: dict[str, float] = {}
+    for w in chosen:
+        if w not in wls:
+            problem(f"no workload '{w}' in {spec.base}; valid: {', '.join(wls) or '(none)'}", "workloads")
+            continue
+        arr = wls[w].get("arrival", {})
+        if arr.get("kind") != "poisson":
+            problem(f"workload '{w}' has {arr.get('kind')} arrivals; mix weighs workloads by their Poisson "
+                    "rate_per_s (give them Poisson arrivals in the base)", "workloads")
+            continue
+        if wls[w].get("input_tokens", {}).get("kind") == "trace" or wls[w].get("output_tokens", {}).get("kind") == "trace":
+            problem(f"workload '{w}' takes its lengths from a trace's rows; use kind: empirical for the same lengths", "workloads")
+            continue
+        shares[w] = float(arr["rate_per_s"])
+    if not chosen:
+        problem("the base scenario has no workloads", "workloads")
+    from stacksim.catalog import UnknownId, get_accelerator
+
+    d = rs.deployments[spec.deployment].spec
+    gpus_per_replica = d.tensor_parallel * d.pipeline_parallel * d.data_parallel
+    prices: dict[str, float] = {}
+    for acc, price in spec.accelerators.items():
+        try:
+            row = get_accelerator(acc)
+        except UnknownId as exc:
+            problem(str(exc), "accelerators", acc)
+            continue
+        usd = price if price is not None else row.default_price_usd_per_gpu_hour
+        if usd is None:
+            problem(f"the catalog has no price for '{acc}'; give one (USD per GPU-hour)", "accelerators", acc)
+            continue
+        if usd <= 0:
+            problem("a price must be > 0 (USD per GPU-hour)", "accelerators", acc)
+            continue
+        prices[acc] = usd * gpus_per_replica
+    if any(r <= 0 for r in spec.rates):
+        problem("rates must be > 0 (requests/s)", "rates")
+    slo = spec.slo or MixSlo.model_validate(base.get("slo") or {})
+    if slo.ttft_ms is None and slo.tpot_ms is None and slo.e2e_ms is None:
+        problem("give an SLO to size for (slo: {tpot_ms: ...}), here or in the base scenario", "slo")
+    if probs:
+        raise ScenarioError(probs, file=name)
+    spec = spec.model_copy(update={"slo": slo})
+    total = sum(shares.values())
+    context = rs.deployments[spec.deployment].max_model_len
+    return Plan(spec, base, base_path, prices, {w: r / total for w, r in shares.items()}, context, gpus_per_replica)
+
+
+def requests(plan: Plan, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt, answer) lengths of ``n`` requests of the plan's traffic, drawn by stacksim's own
+    samplers in the workloads' shares; answers cut to the context like the engine does."""
+    from stacksim.workload.lengths import LENGTHS
+
+    rng, length = np.random.default_rng(seed), TypeAdapter(S.Length)
+    names = list(plan.shares)
+    which = rng.choice(len(names), size=n, p=list(plan.shares.values()))
+    inp, out = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    for k, w in enumerate(names):
+        idx = np.flatnonzero(which == k)
+        for col, key in ((inp, "input_tokens"), (out, "output_tokens")):
+            spec = length.validate_python(plan.base["workloads"][w][key])
+            extra = {"path": str((plan.base_path.parent / spec.path).resolve()), "which": key.split("_")[0]} if spec.kind == "empirical" else {}
+            col[idx] = LENGTHS[spec.kind](spec, rng, idx.size, **extra)
+    inp = np.minimum(inp, plan.context - 1)
+    return inp, np.maximum(np.minimum(out, plan.context - inp), 1)
+
+
+def bucket_shares(plan: Plan, seed: int | None = None) -> dict[mix.Bucket, float]:
+    """Share of the traffic's requests per (prompt, answer) bucket, from a large sample; the top
+    edges are the longest prompt and answer drawn, so every bucket's profile bounds it."""
+    inp, out = requests(plan, SAMPLE, plan.base.get("seed", 0) if seed is None else seed)
+    plan.in_edges = _edges(plan.spec.input_edges, int(inp.max()))
+    plan.out_edges = _edges(plan.spec.output_edges, int(out.max()))
+    return mix.bucket_shares(inp, out, plan.in_edges, plan.out_edges)
+
+
+def _scenario(plan: Plan, accs: dict[str, int], horizon_s: float) -> dict[str, Any]:
+    """The base reduced to the deployment on ``accs`` ({accelerator: replicas}), no traffic yet."""
+    sc = {k: copy.deepcopy(v) for k, v in plan.base.items() if k in ("name", "seed", "models")}
+    tmpl = copy.deepcopy(plan.base["deployments"][plan.spec.deployment])
+    tmpl.pop("autoscaling", None)  # a fleet of fixed size per type is what is being sized
+    # Prices live in the plan (per replica); the pools' own are placeholders.
+    sc.update(horizon_s=horizon_s, warmup_s=horizon_s / 6, drain=True, workloads={},
+              pools={a: {"accelerator": a, "count": plan.gpus_per_replica * max(1, n), "price_usd_per_gpu_hour": 1.0}
+                     for a, n in accs.items()},
+              deployments={a: {**tmpl, "pool": a, "replicas": n} for a, n in accs.items()})
+    slo = plan.spec.slo
+    assert slo is not None
+    sc["slo"] = {k: v for k, v in slo.model_dump().items() if v is not None}
+    if slo.ttft_ms is None:
+        sc["slo"]["ttft_ms"] = STABILITY_TTFT_MS
+    return sc
+
+
+def _attainment(sc: dict[str, Any], plan: Plan) -> float:
+    from stacksim.engine.simulation import Simulation
+    from stacksim.metrics.summary import build_result
+
+    rs = load_scenario_text(yaml.safe_dump(sc, sort_keys=False), str(plan.base_path))
+    return float(build_result(Simulation(rs).run()).summary["slo"].get("attainment_all") or 0.0)
+
+
+def highest_rate(meets: Callable[[float], bool], lo: float = 1.0, hi: float = 4.0, tol: float = 1.03) -> float:
+    """Highest rate (to ``tol``) for which ``meets(rate)``, by doubling from [lo, hi] and then
+    bisection on a log scale; 0 when even lo/64 fails."""
+    floor = lo / 64
+    while not meets(lo):
+        lo, hi = lo / 2, lo
+        if lo < floor:
+            return 0.0
+    while meets(hi):
+        lo, hi = hi, hi * 2
+    while hi / lo > tol:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+    return lo
+
+
+def profile(plan: Plan, acc: str, bucket: mix.Bucket) -> float:
+    """Requests/s one replica on ``acc`` serves of requests at ``bucket``'s edges within the SLO."""
+    i = min(bucket[0], plan.context - 1)
+    o = max(1, min(bucket[1], plan.context - i))
+    sc = _scenario(plan, {acc: 1}, plan.spec.profile_horizon_s)
+
+    def meets(rate: float) -> bool:
+        sc["workloads"] = {"w": {"target": acc, "arrival": {"kind": "poisson", "rate_per_s": rate},
+                                 "input_tokens": {"kind": "fixed", "value": i}, "output_tokens": {"kind": "fixed", "value": o}}}
+        return _attainment(sc, plan) >= plan.spec.attainment
+
+    return highest_rate(meets)
+
+
+def check(plan: Plan, alloc: mix.Allocation, rate: float, horizon_s: float | None = None, seed: int = 1) -> float:
+    """SLO attainment of the fleet ``alloc`` at ``rate`` req/s: Poisson arrivals of the plan's
+    traffic, each request routed to a type its bucket was given (a sliced bucket's requests split
+    at random in its slices' shares), each type's replicas behind their own balancer."""
+    horizon_s = horizon_s or plan.spec.profile_horizon_s
+    rng = np.random.default_rng(seed)
+    n = int(rng.poisson(rate * horizon_s))
+    t = np.sort(rng.uniform(0.0, horizon_s, n))
+    inp, out = requests(plan, n, seed + 1)
+    bi, bo = mix.bucket_of(inp, plan.in_edges), mix.bucket_of(out, plan.out_edges)
+    to = np.empty(n, dtype=object)
+    # A bucket the planning sample never drew goes to the type with the most replicas.
+    fallback = {max(alloc.replicas, key=alloc.replicas.__getitem__): 1.0}
+    for k in range(n):
+        shares = alloc.assign.get((plan.in_edges[bi[k]], plan.out_edges[bo[k]]), fallback)
+        names = list(shares)
+        to[k] = names[0] if len(names) == 1 else names[rng.choice(len(names), p=list(shares.values()))]
+    sc = _scenario(plan, alloc.replicas, horizon_s)
+    start = np.datetime64("2024-01-01T00:00:00")
+    with tempfile.TemporaryDirectory() as tmp:
+        for a in alloc.replicas:
+            mine = to == a
+            if not mine.any():
+                continue
+            path = Path(tmp) / f"{a}.csv"
+            pd.DataFrame({"TIMESTAMP": (start + (t[mine] * 1e6).astype("timedelta64[us]")).astype(str),
+                          "ContextTokens": inp[mine], "GeneratedTokens": out[mine]}).to_csv(path, index=False)
+            sc["workloads"][a] = {"target": a, "arrival": {"kind": "trace", "path": str(path), "format": "azure"},
+                                  "input_tokens": {"kind": "trace"}, "output_tokens": {"kind": "trace"}}
+        return _attainment(sc, plan)
+
+
+def run_mix(path: str | Path, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Profile, allocate at every rate, and (``check``) simulate both fleets; ``progress(done,
+    total)`` after each profile and each check."""
+    plan = load_mix(path)
+    shares = bucket_shares(plan)
+    total = len(plan.prices) * len(shares) + (2 * len(plan.spec.rates) if plan.spec.check else 0)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+
+    for acc in plan.prices:
+        plan.tput[acc] = {}
+        for b in shares:
+            plan.tput[acc][b] = profile(plan, acc, b)
+            step()
+    rows = []
+    for rate in plan.spec.rates:
+        rate_of = {b: rate * s for b, s in shares.items()}
+        single = mix.cheapest_single(rate_of, plan.tput, plan.prices)
+        best = mix.cheapest_mix(rate_of, plan.tput, plan.prices, plan.spec.slice_factor)
+        row: dict[str, Any] = {"rate": rate, "mix": best, "single": single,
+                               "saving": None if single is None else 1.0 - best.usd_per_h / single.usd_per_h}
+        if plan.spec.check:
+            row["mix_attainment"] = check(plan, best, rate)
+            step()
+            row["single_attainment"] = None if single is None else check(plan, single, rate)
+            step()
+        rows.append(row)
+    return {"plan": plan, "shares": shares, "rows": rows}
+
+
+def write_outputs(res: dict[str, Any], out: Path) -> list[Path]:
+    """mix.json (profile, allocations, checks), profile.csv and cost_vs_rate.png."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    plan, shares = res["plan"], res["shares"]
+    prof = pd.DataFrame([{"input_le": b[0], "output_le": b[1], "share": s, "accelerator": a, "requests_per_s": plan.tput[a][b],
+                          "requests_per_usd_hour": plan.tput[a][b] / plan.prices[a]} for b, s in shares.items() for a in plan.tput])
+    prof.to_csv(out / "profile.csv", index=False)
+
+    def alloc(a: mix.Allocation | None) -> dict[str, Any] | None:
+        if a is None:
+            return None
+        return {"replicas": a.replicas, "usd_per_h": a.usd_per_h,
+                "assign": {f"{b[0]}/{b[1]}": v for b, v in a.assign.items()}}
+
+    doc = {"base": str(plan.base_path), "deployment": plan.spec.deployment, "price_usd_per_replica_hour": plan.prices,
+           "slo": plan.spec.slo.model_dump() if plan.spec.slo else None, "attainment": plan.spec.attainment,
+           "workload_shares": plan.shares, "method": "Mélange (Griggs et al., 2024): bucketed profiles + cost-aware bin-packing ILP",
+           "rows": [{**{k: v for k, v in r.items() if k not in ("mix", "single")}, "mix": alloc(r["mix"]), "single": alloc(r["single"])}
+                    for r in res["rows"]]}
+    (out / "mix.json").write_text(json.dumps(doc, indent=1))
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    rates = [r["rate"] for r in res["rows"]]
+    ax.plot(rates, [r["mix"].usd_per_h for r in res["rows"]], "o-", label="cheapest mix")
+    ax.plot(rates, [r["single"].usd_per_h if r["single"] else np.nan for r in res["rows"]], "s--", label="cheapest single type")
+    ax.set_xlabel("requests / s")
+    ax.set_ylabel("USD / hour")
+    ax.set_title(f"{plan.spec.deployment}: fleet cost by request rate")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "cost_vs_rate.png", dpi=120)
+    plt.close(fig)
+    return [out / "mix.json", out / "profile.csv", out / "cost_vs_rate.png"]
