@@ -562,6 +562,7 @@ def optimize(
 def mix(
     file: Annotated[Path, typer.Argument(help="A mix file (base scenario, deployment, accelerators with prices, rates).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default runs/mix-<name>).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Processes for the profiles (default: one per core).")] = None,
 ) -> None:
     """The cheapest mix of accelerator types for a deployment's traffic under its SLO (Mélange's
     method: per-size profiles and a bin-packing ILP), against the cheapest single type."""
@@ -582,7 +583,7 @@ def mix(
 
     try:
         try:
-            res = run_mix(file, progress=progress)
+            res = run_mix(file, progress=progress, workers=workers)
         finally:
             bar.stop()
         written = write_outputs(res, out or Path("runs") / f"mix-{file.stem}")

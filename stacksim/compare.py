@@ -106,10 +106,15 @@ def extract(summary: dict[str, Any]) -> tuple[dict[str, float], dict[str, Metric
 
     overall = _get(summary, "deprecation_risk", "overall")
     if isinstance(overall, dict):
-        known = {"p_any_retirement": ("P(any retirement)", "share"), "expected_migration_cost_usd": ("expected migration cost", "$")}
+        known = {"p_any_retirement": ("P(any retirement)", "share"), "expected_migration_cost_usd": ("expected migration cost", "$"),
+                 # lifecycle/risk.py: the run's spend on the routes' models (this run, not per month)
+                 "spend_usd_total": ("spend on the models, this run", "$"),
+                 "spend_usd_not_modelled": ("spend not modelled, this run", "$"),
+                 "expected_spend_migrating_usd": ("expected spend migrating, this run", "$"),
+                 "p90_spend_migrating_usd": ("p90 spend migrating, this run", "$")}
         for k in [*known, *(k for k in overall if k not in known)]:
-            unit = "$" if k.endswith("_usd") else "share" if "share" in k or k.startswith("p_") else "count"
-            label, unit = known.get(k, (k.replace("_", " ").removesuffix(" usd"), unit))
+            unit = "$" if "_usd" in k else "share" if "share" in k or k.startswith("p_") else "count"
+            label, unit = known.get(k, (k.replace("_usd", "").replace("_", " "), unit))
             put(f"deprecation_{k}", label, unit, "deprecation", overall.get(k))
 
     res = _get(summary, "gateway", "residency")

@@ -144,11 +144,12 @@ def test_mix_profile_falls_as_requests_grow(tmp_path: Path) -> None:
     ("accelerators: {{h100-sxm: null, a100-sxm-80gb: 1.5}}", "accelerators.a10g", "no price for 'a10g'"),
     ("rates: [2, 12]", "rates", "rates must be > 0"),
     ("slo: {{tpot_ms: 60}}", "slo.tpot_ms", "greater than 0"),
+    ("accelerators: {{h100-sxm: null, a100-sxm-80gb: 1.5}}", "accelerators.rtx-4090", "deployment 'chat' on rtx-4090: max_model_len"),
 ])
 def test_bad_mix_files_name_line_and_field(tmp_path: Path, edit: str, field: str, says: str) -> None:
     bad = {"deployment": "deployment: nope", "accelerators.h100-sxn": "accelerators: {{h100-sxn: null}}",
            "accelerators.a10g": "accelerators: {{a10g: null}}", "rates": "rates: [2, -1]",
-           "slo.tpot_ms": "slo: {{tpot_ms: -5}}"}[field]
+           "slo.tpot_ms": "slo: {{tpot_ms: -5}}", "accelerators.rtx-4090": "accelerators: {{rtx-4090: 1.0}}"}[field]
     p = _mix_file(tmp_path, QUICK.replace(edit, bad))
     res = CliRunner().invoke(app, ["mix", str(p)])
     assert res.exit_code == 2, res.output
@@ -165,3 +166,30 @@ def test_bundled_mix_files_load() -> None:
     for f in files:
         plan = MP.load_mix(f)
         assert plan.prices and sum(plan.shares.values()) == pytest.approx(1.0)
+
+
+def test_profiles_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    from stacksim.sweep import mixplan as MP
+
+    plan = MP.load_mix(_mix_file(tmp_path, QUICK))
+    buckets = [(100, 50), (1000, 100), (4000, 400)]
+    assert MP.profiles(plan, buckets, workers=2) == MP.profiles(plan, buckets, workers=1)
+
+
+def test_workers_fork_from_a_server_while_threads_run() -> None:
+    """sweep/runner.pool_context: plain fork in a single-threaded process (scripts without a main
+    guard keep working), forkserver while another thread runs (forking it could copy a held lock)."""
+    import threading
+
+    from stacksim.sweep.runner import pool_context
+
+    stop = threading.Event()
+    if threading.active_count() == 1:
+        assert pool_context().get_start_method() == "fork"
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert pool_context().get_start_method() == "forkserver"
+    finally:
+        stop.set()
+        t.join()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -167,7 +168,18 @@ def load_mix(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
     spec = spec.model_copy(update={"slo": slo})
     total = sum(shares.values())
     context = rs.deployments[spec.deployment].max_model_len
-    return Plan(spec, base, base_path, prices, {w: r / total for w, r in shares.items()}, context, gpus_per_replica)
+    plan = Plan(spec, base, base_path, prices, {w: r / total for w, r in shares.items()}, context, gpus_per_replica)
+    for acc in prices:  # the deployment must fit on each type (memory, parallelism), said here, not mid-run
+        sc = _scenario(plan, {acc: 1}, spec.profile_horizon_s)
+        sc["workloads"] = {"w": {"target": acc, "arrival": {"kind": "poisson", "rate_per_s": 1.0},
+                                 "input_tokens": {"kind": "fixed", "value": 1}, "output_tokens": {"kind": "fixed", "value": 1}}}
+        try:
+            load_scenario_text(yaml.safe_dump(sc, sort_keys=False), str(base_path))
+        except ScenarioError as exc:
+            problem(f"deployment '{spec.deployment}' on {acc}: " + "; ".join(x.message for x in exc.problems), "accelerators", acc)
+    if probs:
+        raise ScenarioError(probs, file=name)
+    return plan
 
 
 def requests(plan: Plan, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -286,9 +298,35 @@ def check(plan: Plan, alloc: mix.Allocation, rate: float, horizon_s: float | Non
         return _attainment(sc, plan)
 
 
-def run_mix(path: str | Path, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Profile, allocate at every rate, and (``check``) simulate both fleets; ``progress(done,
-    total)`` after each profile and each check."""
+def profiles(plan: Plan, buckets: list[mix.Bucket], workers: int = 1,
+             step: Callable[[], None] | None = None) -> dict[str, dict[mix.Bucket, float]]:
+    """Every accelerator type's profile on every bucket, on ``workers`` processes (each profile
+    is its own deterministic bisection, so the result does not depend on the number)."""
+    jobs = [(a, b) for a in plan.prices for b in buckets]
+    out: dict[str, dict[mix.Bucket, float]] = {a: {} for a in plan.prices}
+    if workers <= 1 or len(jobs) < 2:
+        for a, b in jobs:
+            out[a][b] = profile(plan, a, b)
+            if step:
+                step()
+        return out
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from stacksim.sweep.runner import pool_context
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=pool_context()) as pool:
+        futs = {pool.submit(profile, plan, a, b): (a, b) for a, b in jobs}
+        for f in as_completed(futs):
+            a, b = futs[f]
+            out[a][b] = f.result()
+            if step:
+                step()
+    return {a: {b: out[a][b] for b in buckets} for a in plan.prices}  # in the plan's order
+
+
+def run_mix(path: str | Path, progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> dict[str, Any]:
+    """Profile (on ``workers`` processes, default one per core), allocate at every rate, and
+    (``check``) simulate both fleets; ``progress(done, total)`` after each profile and check."""
     plan = load_mix(path)
     shares = bucket_shares(plan)
     total = len(plan.prices) * len(shares) + (2 * len(plan.spec.rates) if plan.spec.check else 0)
@@ -300,11 +338,7 @@ def run_mix(path: str | Path, progress: Callable[[int, int], None] | None = None
         if progress:
             progress(done, total)
 
-    for acc in plan.prices:
-        plan.tput[acc] = {}
-        for b in shares:
-            plan.tput[acc][b] = profile(plan, acc, b)
-            step()
+    plan.tput = profiles(plan, list(shares), workers if workers is not None else (os.cpu_count() or 1), step)
     rows = []
     for rate in plan.spec.rates:
         rate_of = {b: rate * s for b, s in shares.items()}

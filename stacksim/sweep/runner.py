@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -88,6 +89,19 @@ def _cached_sweep(path: str) -> Sweep:
     return _SWEEPS[path]
 
 
+def pool_context() -> multiprocessing.context.BaseContext:
+    """How worker processes start. Forking a process that runs other threads (Ray's, a dashboard's,
+    a test runner's) can leave a child holding a lock no thread will release, so then workers
+    fork from a fresh server that has imported stacksim (forkserver). Otherwise plain fork, as
+    before: forkserver re-imports the main script in every worker, which a script without an
+    ``if __name__ == "__main__":`` guard (or one read from stdin) does not survive."""
+    if threading.active_count() > 1:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["stacksim.sweep.runner"])
+        return ctx
+    return multiprocessing.get_context("fork")
+
+
 class LocalBackend:
     """A process pool on this machine (the default, one worker per core)."""
 
@@ -101,12 +115,7 @@ class LocalBackend:
             for r in runs:
                 yield execute(sweep_file, r, requests_dir)
             return
-        # Workers fork from a fresh server process that has imported stacksim (forkserver), not
-        # from this one: forking a process that runs threads (Ray's, a dashboard's, a test
-        # runner's) can leave a child holding a lock no thread will release, and the pool breaks.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["stacksim.sweep.runner"])
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=pool_context()) as pool:
             pending = {pool.submit(execute, sweep_file, r, requests_dir) for r in runs[: self.workers * 2]}
             nxt = len(pending)
             while pending:
