@@ -26,6 +26,7 @@ import yaml
 
 from stacksim import ScenarioError, load_scenario_text, run_scenario
 from stacksim.catalog import accelerators, models
+from stacksim.errors import StackSimError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
@@ -256,6 +257,78 @@ def compare_side_by_side(current: dict[str, Any], seed: int) -> None:
     st.dataframe(table)
 
 
+def mix_tab(text: str, name: str) -> None:
+    """The cheapest mix of accelerator types for one deployment of this scenario (as edited), by
+    Mélange's method: the same planner as `stacksim mix` (stacksim/sweep/mixplan.py)."""
+    from stacksim.catalog import get_accelerator
+    from stacksim.sweep.mixplan import plan_for, run_plan, write_outputs
+
+    data = yaml.safe_load(text)
+    deps = list(data.get("deployments") or {})
+    if not deps:
+        st.info("This scenario has no self-hosted deployment to place on accelerators.")
+        return
+    st.caption("Profiles one replica of each type on each request-size bucket, then solves Mélange's bin-packing "
+               "ILP for the cheapest fleet at each rate, against the cheapest single type.")
+    c1, c2 = st.columns(2)
+    dep = c1.selectbox("deployment to place", deps, key="mix_dep")
+    current = [data["pools"][data["deployments"][dep]["pool"]]["accelerator"]]
+    accs = c2.multiselect("accelerator types", sorted(accelerators()), default=current, key="mix_accs")
+    prices = {}
+    cols = st.columns(max(1, len(accs)))
+    for col, acc in zip(cols, accs):
+        default = get_accelerator(acc).default_price_usd_per_gpu_hour or 1.0
+        prices[acc] = col.number_input(f"{acc} $/GPU-h", 0.01, 1000.0, float(default), key=f"mix_price:{acc}")
+    slo = data.get("slo") or {}
+    c3, c4, c5, c6 = st.columns(4)
+    rates_text = c3.text_input("rates (req/s)", "1, 2, 4, 8, 16, 32", key="mix_rates")
+    tpot = c4.number_input("TPOT SLO (ms; 0 = none)", 0.0, 10000.0, float(slo.get("tpot_ms") or 0.0), key="mix_tpot")
+    ttft = c5.number_input("TTFT SLO (ms; 0 = none)", 0.0, 600000.0, float(slo.get("ttft_ms") or 0.0), key="mix_ttft")
+    horizon = c6.number_input("profile run (simulated s)", 10.0, 3600.0, 120.0, key="mix_horizon")
+    key = hashlib.sha256(f"{text}|{dep}".encode()).hexdigest()  # a plan of another scenario is not shown
+    if not st.button("Plan the mix", key="mix_run"):
+        res = st.session_state.get("mix_result", {}).get(key)
+    else:
+        try:
+            rates = [float(x) for x in rates_text.replace(";", ",").split(",") if x.strip()]
+        except ValueError:
+            st.error(f"rates: '{rates_text}' is not a list of numbers (e.g. 1, 2, 4)")
+            return
+        spec = {"deployment": dep, "accelerators": prices, "rates": rates, "profile_horizon_s": horizon,
+                "slo": {k: v for k, v in (("tpot_ms", tpot), ("ttft_ms", ttft)) if v > 0} or None}
+        try:
+            plan = plan_for(spec, data, (ROOT / name) if not Path(name).is_absolute() else Path(name), "mix settings")
+        except ScenarioError as exc:
+            st.error(str(exc))
+            return
+        bar = st.progress(0.0, text="profiling...")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / total, text=f"profiles and checks: {done} / {total}")
+
+        try:
+            res = run_plan(plan, progress)
+        except StackSimError as exc:
+            bar.empty()
+            st.error(str(exc))
+            return
+        bar.empty()
+        st.session_state["mix_result"] = {key: res}
+    if res is None:
+        return
+    rows = [{"req/s": r["rate"], "cheapest single type": ", ".join(f"{n} {g}" for g, n in (r["single"].replicas if r["single"] else {}).items()),
+             "single $/h": r["single"].usd_per_h if r["single"] else None,
+             "cheapest mix": ", ".join(f"{n} {g}" for g, n in sorted(r["mix"].replicas.items())), "mix $/h": r["mix"].usd_per_h,
+             "saving": r["saving"], "SLO met (mix)": r.get("mix_attainment")} for r in res["rows"]]
+    st.dataframe(pd.DataFrame(rows))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        written = write_outputs(res, Path(tmp))
+        st.image(str(written[2]))
+        st.download_button("mix.json", written[0].read_text(), file_name="mix.json", key="dl_mix")
+
+
 def main() -> None:
     st.set_page_config(page_title="stacksim", layout="wide")
     st.title("stacksim")
@@ -297,7 +370,7 @@ def main() -> None:
     except ScenarioError as exc:
         st.error(str(exc))
         return
-    tab_run, tab_sweep = st.tabs(["run", "sweep results"])
+    tab_run, tab_mix, tab_sweep = st.tabs(["run", "GPU mix", "sweep results"])
     with tab_run:
         c1, c2, c3 = st.columns([1, 1, 4])
         run = c1.button("Run", type="primary", key="run")
@@ -349,6 +422,8 @@ def main() -> None:
             buf = io.StringIO()
             res["requests"].to_csv(buf, index=False)
             d3.download_button("requests.csv", buf.getvalue(), file_name="requests.csv", key="dl_requests")
+    with tab_mix:
+        mix_tab(text, name)
     with tab_sweep:
         folder = st.text_input("results folder of `stacksim sweep`", key="sweep_dir")
         if folder:

@@ -193,3 +193,13 @@ def test_workers_fork_from_a_server_while_threads_run() -> None:
     finally:
         stop.set()
         t.join()
+
+
+def test_requests_no_type_serves_are_named_not_a_traceback(tmp_path: Path) -> None:
+    """A 1 ms TPOT target no accelerator meets: exit 2 with the requests' sizes and share."""
+    p = _mix_file(tmp_path, QUICK.replace("slo: {{tpot_ms: 60}}", "slo: {{tpot_ms: 1}}"))
+    res = CliRunner().invoke(app, ["mix", str(p), "--workers", "1"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "no accelerator type serves requests of up to" in text and "of the traffic" in text
+    assert "Traceback" not in res.output

@@ -33,7 +33,7 @@ import pandas as pd
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
-from stacksim.errors import Problem, ScenarioError
+from stacksim.errors import Problem, ScenarioError, StackSimError
 from stacksim.scenario import load_scenario_text
 from stacksim.scenario import schema as S
 from stacksim.scenario.schema import Strict
@@ -41,10 +41,13 @@ from stacksim.scenario.yamlio import line_of, load_yaml_with_lines
 from stacksim.sweep import mix
 
 # Mélange's profiling grid (tyler-griggs/melange-release melange/profiling/benchmark-launcher.sh:
-# input and output lengths 25, 100, 250, 500, 1000, 2000). Longer requests join a top bucket that
-# reaches the model's context (added per run).
+# input and output lengths 25, 100, 250, 500, 1000, 2000). Its workloads fit a 4k context; for
+# longer ones the default grid goes on doubling (4000 ... 128000), so a long prompt is profiled
+# at most at twice its length; the top edge is the longest request drawn (added per run).
 MELANGE_EDGES = (25, 100, 250, 500, 1000, 2000)
+DEFAULT_EDGES = MELANGE_EDGES + (4000, 8000, 16000, 32000, 64000, 128000)
 STABILITY_TTFT_MS = 5000.0
+MIN_PROFILE_REQUESTS = 50  # a profiling run lasts long enough for this many arrivals on average
 SAMPLE = 20000  # requests drawn to measure the bucket shares
 
 
@@ -62,8 +65,8 @@ class MixFile(Strict):
     rates: list[float] = Field(min_length=1, description="Total requests/s to size the fleet for.")
     slo: MixSlo | None = Field(default=None, description="Default: the base scenario's slo.")
     attainment: float = Field(default=0.99, gt=0, le=1)
-    input_edges: list[int] = Field(default_factory=lambda: list(MELANGE_EDGES), min_length=1)
-    output_edges: list[int] = Field(default_factory=lambda: list(MELANGE_EDGES), min_length=1)
+    input_edges: list[int] = Field(default_factory=lambda: list(DEFAULT_EDGES), min_length=1)
+    output_edges: list[int] = Field(default_factory=lambda: list(DEFAULT_EDGES), min_length=1)
     slice_factor: int = Field(default=4, ge=1, le=16)
     profile_horizon_s: float = Field(default=120.0, gt=0)
     check: bool = True
@@ -102,15 +105,28 @@ def load_mix(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
     if overrides:
         data = {**data, **overrides}
         lines = {k: v for k, v in lines.items() if not (k and k[0] in overrides)}
+    base_rel = data.get("base")
+    if not isinstance(base_rel, str):
+        raise ScenarioError([Problem("give the scenario to plan for: base: path/to/scenario.yaml (relative to this file)",
+                                     field="base", line=line_of(lines, ("base",)))], file=name)
+    base_path = (p.parent / base_rel).resolve()
+    if not base_path.is_file():
+        raise ScenarioError([Problem(f"base scenario '{base_rel}' not found", field="base", line=line_of(lines, ("base",)))], file=name)
+    base, _ = load_yaml_with_lines(base_path.read_text(encoding="utf-8"), str(base_path))
+    return plan_for({k: v for k, v in data.items() if k != "base"}, base, base_path, name, lines)
+
+
+def plan_for(data: dict[str, Any], base: dict[str, Any], base_path: Path, name: str = "<mix>",
+             lines: dict[Any, int] | None = None) -> Plan:
+    """A plan from mix settings (``data``, a mix file's keys; ``base`` may be left out) over an
+    already-read scenario ``base`` whose relative paths resolve next to ``base_path`` (the
+    dashboard plans the scenario as edited, not as saved)."""
+    lines = lines or {}
     try:
-        spec = MixFile.model_validate(data)
+        spec = MixFile.model_validate({"base": str(base_path), **data})
     except ValidationError as exc:
         raise ScenarioError([Problem(e["msg"], field=".".join(map(str, e["loc"])), line=line_of(lines, tuple(e["loc"])))
                              for e in exc.errors(include_url=False)], file=name) from None
-    base_path = (p.parent / spec.base).resolve()
-    if not base_path.is_file():
-        raise ScenarioError([Problem(f"base scenario '{spec.base}' not found", field="base", line=line_of(lines, ("base",)))], file=name)
-    base, _ = load_yaml_with_lines(base_path.read_text(encoding="utf-8"), str(base_path))
     rs = load_scenario_text(yaml.safe_dump(base, sort_keys=False), str(base_path))  # the base must be valid itself
     probs: list[Problem] = []
 
@@ -119,14 +135,14 @@ def load_mix(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
 
     deps = base.get("deployments") or {}
     if spec.deployment not in deps:
-        problem(f"no deployment '{spec.deployment}' in {spec.base}; valid: {', '.join(deps) or '(none)'}", "deployment")
+        problem(f"no deployment '{spec.deployment}' in {base_path.name}; valid: {', '.join(deps) or '(none)'}", "deployment")
         raise ScenarioError(probs, file=name)
     wls = base.get("workloads") or {}
     chosen = spec.workloads if spec.workloads is not None else list(wls)
     shares: dict[str, float] = {}
     for w in chosen:
         if w not in wls:
-            problem(f"no workload '{w}' in {spec.base}; valid: {', '.join(wls) or '(none)'}", "workloads")
+            problem(f"no workload '{w}' in {base_path.name}; valid: {', '.join(wls) or '(none)'}", "workloads")
             continue
         arr = wls[w].get("arrival", {})
         if arr.get("kind") != "poisson":
@@ -256,9 +272,10 @@ def profile(plan: Plan, acc: str, bucket: mix.Bucket) -> float:
     """Requests/s one replica on ``acc`` serves of requests at ``bucket``'s edges within the SLO."""
     i = min(bucket[0], plan.context - 1)
     o = max(1, min(bucket[1], plan.context - i))
-    sc = _scenario(plan, {acc: 1}, plan.spec.profile_horizon_s)
 
     def meets(rate: float) -> bool:
+        # At least MIN_PROFILE_REQUESTS arrivals on average: a slow rate runs longer, not emptier.
+        sc = _scenario(plan, {acc: 1}, max(plan.spec.profile_horizon_s, MIN_PROFILE_REQUESTS / rate))
         sc["workloads"] = {"w": {"target": acc, "arrival": {"kind": "poisson", "rate_per_s": rate},
                                  "input_tokens": {"kind": "fixed", "value": i}, "output_tokens": {"kind": "fixed", "value": o}}}
         return _attainment(sc, plan) >= plan.spec.attainment
@@ -325,9 +342,13 @@ def profiles(plan: Plan, buckets: list[mix.Bucket], workers: int = 1,
 
 
 def run_mix(path: str | Path, progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> dict[str, Any]:
+    """:func:`run_plan` of a mix file."""
+    return run_plan(load_mix(path), progress, workers)
+
+
+def run_plan(plan: Plan, progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> dict[str, Any]:
     """Profile (on ``workers`` processes, default one per core), allocate at every rate, and
     (``check``) simulate both fleets; ``progress(done, total)`` after each profile and check."""
-    plan = load_mix(path)
     shares = bucket_shares(plan)
     total = len(plan.prices) * len(shares) + (2 * len(plan.spec.rates) if plan.spec.check else 0)
     done = 0
@@ -339,6 +360,13 @@ def run_mix(path: str | Path, progress: Callable[[int, int], None] | None = None
             progress(done, total)
 
     plan.tput = profiles(plan, list(shares), workers if workers is not None else (os.cpu_count() or 1), step)
+    unserved = [b for b in shares if all(plan.tput[a][b] <= 0 for a in plan.prices)]
+    if unserved:
+        worst = max(unserved, key=shares.__getitem__)
+        raise StackSimError(
+            f"no accelerator type serves requests of up to {worst[0]:,} prompt and {worst[1]:,} answer tokens within the SLO "
+            f"({len(unserved)} bucket(s), {sum(shares[b] for b in unserved):.2%} of the traffic), not even at 1/64 req/s: "
+            "add a larger type (or more GPUs per replica), relax the SLO, or cap the workload's lengths")
     rows = []
     for rate in plan.spec.rates:
         rate_of = {b: rate * s for b, s in shares.items()}
