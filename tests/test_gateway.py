@@ -32,6 +32,7 @@ from stacksim.gateway.routing import (
     Usage,
     UsageBased,
 )
+from stacksim.metrics import COMPLETED, FAILED
 from stacksim.metrics.summary import Result, build_result
 from stacksim.scenario import load_scenario, load_scenario_text
 from tests.gateway_helpers import endpoint, workload
@@ -763,3 +764,67 @@ def test_same_seed_same_result() -> None:
     assert a.summary == b.summary
     c = build_result(Simulation(starting_fresh(faults=EARLY_OUTAGE), seed=4).run())
     assert not a.requests["arrival_s"].equals(c.requests["arrival_s"])
+
+
+# --------------------------------------------------------------------------- 6b. a timeout cancels queued work
+
+
+def _overloaded(timeout: float, balancer: str = "least_outstanding") -> dict[str, Any]:
+    """One replica that runs one sequence at a time behind LiteLLM, fed three times faster than
+    it serves: the queue grows and attempts time out while waiting."""
+    return {
+        "name": "cancel", "seed": 3, "horizon_s": 60, "drain": True,
+        "pools": {"g": {"accelerator": "h100-sxm", "count": 1, "price_usd_per_gpu_hour": 1.0}},
+        "deployments": {"d": {"model": "llama-3.1-8b", "pool": "g", "replicas": 1,
+                              "engine": {"max_num_seqs": 1, "max_model_len": 4096},
+                              "load_balancer": {"kind": balancer}}},
+        "gateway": {"model_list": [{"model_name": "m", "litellm_params": {"model": "hosted_vllm/d"}}],
+                    "router_settings": {"num_retries": 0, "timeout": timeout}},
+        "workloads": {"w": {"target": "m", "arrival": {"kind": "poisson", "rate_per_s": 3.0},
+                            "input_tokens": {"kind": "fixed", "value": 200}, "output_tokens": {"kind": "fixed", "value": 100}}},
+    }
+
+
+@pytest.mark.parametrize("balancer", ["least_outstanding", "shared_queue"])
+def test_a_timed_out_request_still_queued_is_dropped_not_served(balancer: str) -> None:
+    """vLLM aborts a request whose connection closes: a request the gateway times out while it
+    still waits in a queue (a replica's, or the deployment's shared one) fails then and never
+    reaches the GPU; one already admitted runs to its end. Every serving request is accounted for."""
+    sim, res = run(_overloaded(2.0, balancer))
+    r = sim.reqs
+    n = r.n
+    status, admitted = np.asarray(r.status[:n]), np.asarray(r.admitted_s[:n])
+    finish, arrival = np.asarray(r.finish_s[:n]), np.asarray(r.arrival_s[:n])
+    dropped = status == FAILED
+    assert dropped.sum() > 10, "the case is exercised"
+    assert np.isnan(admitted[dropped]).all()  # never admitted, so never on the GPU
+    waited = finish[dropped] - arrival[dropped]
+    assert waited.max() - waited.min() < 1e-9 and waited[0] <= 2.0  # all dropped at their timeout
+    assert set(status.tolist()) == {COMPLETED, FAILED}  # none left queued or running
+    # Every timed-out attempt is a dropped request or one admitted in time that ran on.
+    timeouts = sum(k == "timeout" for v in attempts_by_call(sim).values() for (*_x, k) in v)
+    ran_on = int(((status == COMPLETED) & (finish - arrival > waited[0])).sum())
+    assert timeouts == int(dropped.sum()) + ran_on and ran_on > 0
+    d = res.summary["deployments"]["d"]["requests"]
+    assert (d["completed"], d["failed"]) == (int((status == COMPLETED).sum()), int(dropped.sum()))
+
+
+def test_a_request_held_for_a_cold_start_is_dropped_at_its_timeout() -> None:
+    """Scale to zero: requests that arrive while the first replica is still provisioning are held;
+    those whose attempt times out first are dropped from the hold, not served later."""
+    sc = _overloaded(2.0)
+    sc["workloads"]["w"]["arrival"] = {"kind": "poisson", "rate_per_s": 0.5}
+    sc["deployments"]["d"]["replicas"] = 0
+    sc["deployments"]["d"]["autoscaling"] = {"min_replicas": 0, "max_replicas": 1, "metric": {"kind": "concurrency", "target_per_replica": 4},
+                                             "provisioning_s": 20.0, "model_load_s": 10.0}
+    sim, _ = run(sc)
+    r = sim.reqs
+    n = r.n
+    status, admitted = np.asarray(r.status[:n]), np.asarray(r.admitted_s[:n])
+    finish, arrival = np.asarray(r.finish_s[:n]), np.asarray(r.arrival_s[:n])
+    # A cold start takes 30 s and every attempt gives up after 2 s: each request is dropped from the
+    # hold at its timeout (with nothing held, the autoscaler lets the new replica go again).
+    assert n >= 5 and (status == FAILED).all() and np.isnan(admitted).all()
+    assert np.allclose(finish - arrival, (finish - arrival)[0]) and (finish - arrival)[0] <= 2.0
+    a = sim.deployments["d"].autoscaler
+    assert a is not None and not a.pending and not a.held_since and a.cold_starts >= 1

@@ -546,6 +546,7 @@ class GatewayRuntime:
                 yield ev | env.timeout(d)
             if not ev.triggered and math.isnan(view.first(key)):
                 waiting.pop(key, None)
+                self._cancel(t, key)
                 return self._log(cid, t, start, False, "timeout", 408, NEVER, env.now, 0.0, egress, out)
         if not ev.triggered:
             d = deadline_total - rtt / 2.0 - env.now
@@ -553,6 +554,7 @@ class GatewayRuntime:
                 yield ev | env.timeout(d)
             if not ev.triggered:
                 waiting.pop(key, None)
+                self._cancel(t, key)
                 return self._log(cid, t, start, False, "timeout", 408, NEVER, env.now, 0.0, egress, out)
         st = view.status(key)
         if st == COMPLETED:
@@ -569,6 +571,12 @@ class GatewayRuntime:
             return self._log(cid, t, start, False, "context_window", 400, NEVER, env.now + rtt / 2.0, 0.0, egress, out)
         kind = "lost" if self.plan.spec.in_flight_on_failure == "lose" else "error"
         return self._log(cid, t, start, False, kind, 503, NEVER, env.now + rtt / 2.0, 0.0, egress, out)
+
+    def _cancel(self, t: Any, key: int) -> None:
+        """A timed-out attempt closes its connection: a self-hosted request still queued is
+        dropped (DeploymentRuntime.cancel). Disaggregated groups keep theirs (not modelled)."""
+        if t.disagg is None and t.deployment is not None:
+            self.sim.deployments[t.deployment].cancel(key)  # type: ignore[index]
 
     def _log(self, cid, t, start, ok, kind, http, first, end, cost, egress, out):  # type: ignore[no-untyped-def]
         now = self.env.now

@@ -124,6 +124,14 @@ class Autoscaler:
             self.decisions.append((self.env.now, 1))
         return True
 
+    def cancel(self, rid: int) -> bool:
+        """Drop a held request whose client gave up (a gateway timeout). True if it was held."""
+        if rid not in self.held_since:
+            return False
+        self.pending.remove(rid)
+        del self.held_since[rid]
+        return True
+
     def check_drained(self) -> None:
         """Release draining replicas that have finished everything they held."""
         reps = self.dep.replicas

@@ -100,6 +100,28 @@ class DeploymentRuntime:
         self.reqs.finish_s[rid] = self.env.now
         self.on_done(rid)
 
+    def cancel(self, rid: int) -> bool:
+        """The client gave up on ``rid`` (the gateway timed the attempt out): if it is still
+        queued (held for a cold start, in the shared queue or in a replica's waiting queue) it is
+        dropped and fails now, as vLLM aborts a request whose connection closes before it is
+        scheduled. A request already admitted runs to its end (not modelled: vLLM would abort it
+        at the next step). True if it was dropped."""
+        reqs = self.reqs
+        if reqs.status[rid] != QUEUED:
+            return False
+        if rid in self.queue:
+            self.queue.remove(rid)
+        elif not (self.autoscaler is not None and self.autoscaler.cancel(rid)):
+            i = int(reqs.replica[rid])
+            if not (0 <= i < len(self.replicas) and self.replicas[i].cancel_queued(rid)):
+                return False
+        reqs.status[rid] = FAILED
+        reqs.finish_s[rid] = self.env.now
+        self._on_done(1)
+        if self.autoscaler is not None and self.autoscaler.draining:
+            self.autoscaler.check_drained()
+        return True
+
     def fail_replica(self, i: int) -> int:
         """Replica i dies now; its requests fail (and are reported to whoever waits on them)."""
         rids = self.replicas[i].fail()

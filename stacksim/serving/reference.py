@@ -201,6 +201,16 @@ class ReferenceReplica:
         self.outstanding += 1
         self.reqs.replica[rid] = self.index
 
+    def cancel_queued(self, rid: int) -> bool:
+        """:meth:`Replica.cancel_queued`: drop ``rid`` if it is still waiting here."""
+        if rid not in self.waiting:
+            return False
+        self.waiting.remove(rid)
+        self.outstanding -= 1
+        lv = self.levels
+        lv.set(self.env.now, len(self.waiting), lv.value(1), lv.value(2), lv.value(3))
+        return True
+
     def can_take(self) -> bool:
         """Room for one more sequence (used by the shared-queue balancer)."""
         return self.n + len(self.prefilling) + len(self.waiting) < self.max_seqs

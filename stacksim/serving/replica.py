@@ -189,6 +189,22 @@ class Replica:
         C.enqueue_level(self.env.now, self.I, self.F, self.levels.acc)
         self.poke()
 
+    def cancel_queued(self, rid: int) -> bool:
+        """The client gave up on ``rid`` (a gateway timeout): drop it if it is still waiting here,
+        as vLLM aborts a request whose connection closes. A request already admitted is not
+        touched (it runs on; see DeploymentRuntime.cancel). True if it was dropped."""
+        I, W = self.I, self.W
+        cap, h, n = len(W), int(I[CS.WQ_HEAD]), int(I[CS.WQ_LEN])
+        for k in range(n):
+            if int(W[(h + k) % cap]) == rid:
+                for j in range(k, n - 1):
+                    W[(h + j) % cap] = W[(h + j + 1) % cap]
+                I[CS.WQ_LEN] = n - 1
+                self.outstanding -= 1
+                C.enqueue_level(self.env.now, I, self.F, self.levels.acc)
+                return True
+        return False
+
     def can_take(self) -> bool:
         """Room for one more sequence (used by the shared-queue balancer)."""
         I = self.I
