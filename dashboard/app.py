@@ -313,6 +313,11 @@ def mix_tab(text: str, name: str) -> None:
             st.error(str(exc))
             return
         bar.empty()
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # the plot and mix.json once per plan, not per rerun
+            written = write_outputs(res, Path(tmp))
+            res = {**res, "png": written[2].read_bytes(), "json": written[0].read_text()}
         st.session_state["mix_result"] = {key: res}
     if res is None:
         return
@@ -321,12 +326,8 @@ def mix_tab(text: str, name: str) -> None:
              "cheapest mix": ", ".join(f"{n} {g}" for g, n in sorted(r["mix"].replicas.items())), "mix $/h": r["mix"].usd_per_h,
              "saving": r["saving"], "SLO met (mix)": r.get("mix_attainment")} for r in res["rows"]]
     st.dataframe(pd.DataFrame(rows))
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        written = write_outputs(res, Path(tmp))
-        st.image(str(written[2]))
-        st.download_button("mix.json", written[0].read_text(), file_name="mix.json", key="dl_mix")
+    st.image(res["png"])
+    st.download_button("mix.json", res["json"], file_name="mix.json", key="dl_mix")
 
 
 def main() -> None:

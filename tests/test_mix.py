@@ -40,7 +40,7 @@ def _brute_force(rates: dict, tput: dict, prices: dict, slice_factor: int) -> fl
             continue
         load: dict[str, float] = {}
         for (b, _s), g in zip(slices, combo, strict=True):
-            load[g] = load.get(g, 0.0) + max(rates[b] / slice_factor / tput[g][b], M.MIN_LOAD)
+            load[g] = load.get(g, 0.0) + max(rates[b] / tput[g][b], M.MIN_LOAD) / slice_factor
         best = min(best, sum(prices[g] * math.ceil(x - 1e-9) for g, x in load.items()))
     return best
 

@@ -27,7 +27,7 @@ import yaml
 from stacksim.engine.simulation import Simulation
 from stacksim.metrics.summary import Result, build_result
 from stacksim.scenario import load_scenario_text
-from stacksim.sweep import mix, mixplan
+from stacksim.sweep import mixplan
 
 HERE = Path(__file__).resolve().parent
 
@@ -269,47 +269,36 @@ MELANGE_PUBLISHED = {120.0: "up to 51% (13-51% over rates; blog, Mixed 120 ms)",
 MELANGE_GRID_SIZES = mixplan.MELANGE_EDGES  # melange/profiling/benchmark-launcher.sh
 
 
-def melange_plan(paper_prices: bool = False, horizon_s: float = 120.0, slo_tpot_ms: float = 120.0) -> mixplan.Plan:
+def melange_plan(paper_prices: bool = False, horizon_s: float = 120.0, slo_tpot_ms: float = 120.0,
+                 rates: tuple[float, ...] = MELANGE_RATES, check: bool = True) -> mixplan.Plan:
     """The bundled mix file at catalog prices (L40S, A100, H100) or Mélange's (A10G, A100)."""
     accs = MELANGE_PAPER_PRICES if paper_prices else MELANGE_CATALOG
     return mixplan.load_mix(MELANGE_MIX, overrides={"accelerators": dict(accs), "profile_horizon_s": horizon_s,
-                                                    "slo": {"tpot_ms": slo_tpot_ms}})
+                                                    "slo": {"tpot_ms": slo_tpot_ms}, "rates": list(rates), "check": check})
 
 
 def melange(rates: tuple[float, ...] = MELANGE_RATES, horizon_s: float = 120.0, slo_tpot_ms: float = 120.0,
             progress: Callable[[str], None] | None = None, paper_prices: bool = False,
             check: bool = True) -> list[Row]:
-    """Cost saving of the cheapest mix over the cheapest single type, Mélange's way, at each rate
-    (and over every whole rate from 1 to 32 req/s from the ILP alone)."""
-    plan = melange_plan(paper_prices, horizon_s, slo_tpot_ms)
+    """Cost saving of the cheapest mix over the cheapest single type, Mélange's way (`stacksim
+    mix`'s planner) at each rate, and over every whole rate from 1 to 32 req/s from the ILP alone."""
+    plan = melange_plan(paper_prices, horizon_s, slo_tpot_ms, rates, check)
     label = "Mélange's prices (A10G $1.01, A100 $3.67)" if paper_prices else "catalog prices (L40S, A100, H100)"
-    shares = mixplan.bucket_shares(plan)
-    plan.tput = {a: {b: mixplan.profile(plan, a, b) for b in shares} for a in plan.prices}
-    if progress:
-        progress(f"melange {label}: {len(shares)} buckets profiled on " + ", ".join(plan.prices))
-
-    def fleets(rate: float) -> tuple[mix.Allocation, mix.Allocation]:
-        rate_of = {b: rate * s for b, s in shares.items()}
-        single = mix.cheapest_single(rate_of, plan.tput, plan.prices)
-        assert single is not None, "no single type serves every bucket"
-        return single, mix.cheapest_mix(rate_of, plan.tput, plan.prices, plan.spec.slice_factor)
-
-    def saving(single: mix.Allocation, best: mix.Allocation) -> float:
-        return 1.0 - best.usd_per_h / single.usd_per_h
-
-    # Where a saving comes from whole replicas it jumps with the rate: the whole grid of rates from
-    # the ILP alone, and the fleets at ``rates`` checked by simulation.
-    grid = {r: saving(*fleets(r)) for r in MELANGE_GRID}
+    res = mixplan.run_plan(plan)
+    shares = res["shares"]
     per_rate = []
-    for rate in rates:
-        single, best = fleets(rate)
-        att = {"single": mixplan.check(plan, single, rate), "mix": mixplan.check(plan, best, rate)} if check else {}
-        per_rate.append({"rate": rate, "single": single.replicas, "single_usd_per_h": single.usd_per_h,
-                         "mix": best.replicas, "mix_usd_per_h": best.usd_per_h, "saving": saving(single, best),
-                         "attainment": att})
+    for r in res["rows"]:
+        single, best = r["single"], r["mix"]
+        assert single is not None, "no single type serves every bucket"
+        att = {"single": r["single_attainment"], "mix": r["mix_attainment"]} if check else {}
+        per_rate.append({"rate": r["rate"], "single": single.replicas, "single_usd_per_h": single.usd_per_h,
+                         "mix": best.replicas, "mix_usd_per_h": best.usd_per_h, "saving": r["saving"], "attainment": att})
         if progress:
-            progress(f"melange {rate:g} req/s: single {single.replicas} ${single.usd_per_h:.2f}/h, "
-                     f"mix {best.replicas} ${best.usd_per_h:.2f}/h, saving {saving(single, best):.0%}, attainment {att}")
+            progress(f"melange {label} {r['rate']:g} req/s: single {single.replicas} ${single.usd_per_h:.2f}/h, "
+                     f"mix {best.replicas} ${best.usd_per_h:.2f}/h, saving {r['saving']:.0%}, attainment {att}")
+    # Where a saving comes from whole replicas it jumps with the rate: the whole grid of rates
+    # from the ILP alone, beside the fleets at ``rates`` checked by simulation.
+    grid = {r: mixplan.fleets(plan, shares, r)[2] for r in MELANGE_GRID}
     top = max(r["saving"] for r in per_rate)
     low = min(r["saving"] for r in per_rate)
     g = np.array(list(grid.values()))

@@ -60,12 +60,15 @@ def bucket_shares(inp: np.ndarray, out: np.ndarray, in_edges: Sequence[int],
     return {(int(in_edges[a]), int(out_edges[b])): c / n for (a, b), c in zip(keys, counts, strict=True)}
 
 
-# A slice's share of a replica is at least this, ten times the MILP solver's integrality
-# tolerance (1e-6): below it a type could carry a vanishing load on zero replicas.
-MIN_LOAD = 1e-5
+# A bucket's share of a replica is at least this, so that a slice's (at most 16 slices) stays
+# above the MILP solver's integrality tolerance (1e-6): below it a type could carry a vanishing
+# load on zero replicas.
+MIN_LOAD = 1e-4
 
 
 def _load(rate: float, tput: float) -> float:
+    """Replicas of a type that a bucket's whole rate takes; a slice takes 1/slice_factor of it,
+    so one type carrying every slice carries exactly what cheapest_single counts."""
     return max(rate / tput, MIN_LOAD)
 
 
@@ -144,14 +147,13 @@ def cheapest_mix(rates: Mapping[Bucket, float], tput: Mapping[str, Mapping[Bucke
         row = np.zeros(nv)
         for k, (b, _s) in enumerate(slices):
             if tput[g].get(b, 0.0) > 0:
-                row[xi(k, t)] = _load(rates[b] / slice_factor, tput[g][b])
+                row[xi(k, t)] = _load(rates[b], tput[g][b]) / slice_factor
+        upper[nx + t] = math.ceil(row.sum() + 1e-9)  # no more replicas than carrying every slice it can
         row[nx + t] = -1.0
         rows.append(row)
         lo.append(-np.inf)
         hi.append(0.0)
     upper[:nx] = np.minimum(upper[:nx], 1.0)
-    for t, g in enumerate(types):  # no type needs more replicas than carrying every slice it can
-        upper[nx + t] = math.ceil(sum(_load(rates[b], tput[g][b]) * slice_factor for b in buckets if tput[g].get(b, 0.0) > 0) + 1e-9)
     with _quiet_stdout():
         res = milp(cost, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(nv),
                    bounds=Bounds(np.zeros(nv), upper))
@@ -165,7 +167,7 @@ def cheapest_mix(rates: Mapping[Bucket, float], tput: Mapping[str, Mapping[Bucke
             if x[xi(k, t)] > 0:
                 assign.setdefault(b, {})
                 assign[b][g] = assign[b].get(g, 0.0) + 1.0 / slice_factor
-                load[g] = load.get(g, 0.0) + _load(rates[b] / slice_factor, tput[g][b])
+                load[g] = load.get(g, 0.0) + _load(rates[b], tput[g][b]) / slice_factor
     # The solver's n is the ceiling of the load up to its tolerances: recount it exactly.
     replicas = {g: max(1, _replicas(x_)) for g, x_ in load.items()}
     return Allocation(replicas, assign, float(sum(n * prices[g] for g, n in replicas.items())))

@@ -48,6 +48,9 @@ MELANGE_EDGES = (25, 100, 250, 500, 1000, 2000)
 DEFAULT_EDGES = MELANGE_EDGES + (4000, 8000, 16000, 32000, 64000, 128000)
 STABILITY_TTFT_MS = 5000.0
 MIN_PROFILE_REQUESTS = 50  # a profiling run lasts long enough for this many arrivals on average
+# The slowest rate a profile tries before calling a bucket unservable: an A10G takes about a
+# minute per 2,000 + 2,000-token request of Llama-2-7B, so 1/64 req/s was not low enough.
+PROFILE_FLOOR = 1 / 1024
 SAMPLE = 20000  # requests drawn to measure the bucket shares
 
 
@@ -252,10 +255,11 @@ def _attainment(sc: dict[str, Any], plan: Plan) -> float:
     return float(build_result(Simulation(rs).run()).summary["slo"].get("attainment_all") or 0.0)
 
 
-def highest_rate(meets: Callable[[float], bool], lo: float = 1.0, hi: float = 4.0, tol: float = 1.03) -> float:
+def highest_rate(meets: Callable[[float], bool], lo: float = 1.0, hi: float = 4.0, tol: float = 1.03,
+                 floor: float | None = None) -> float:
     """Highest rate (to ``tol``) for which ``meets(rate)``, by doubling from [lo, hi] and then
-    bisection on a log scale; 0 when even lo/64 fails."""
-    floor = lo / 64
+    bisection on a log scale; 0 when even ``floor`` (default lo/64) fails."""
+    floor = lo / 64 if floor is None else floor
     while not meets(lo):
         lo, hi = lo / 2, lo
         if lo < floor:
@@ -280,7 +284,7 @@ def profile(plan: Plan, acc: str, bucket: mix.Bucket) -> float:
                                  "input_tokens": {"kind": "fixed", "value": i}, "output_tokens": {"kind": "fixed", "value": o}}}
         return _attainment(sc, plan) >= plan.spec.attainment
 
-    return highest_rate(meets)
+    return highest_rate(meets, floor=PROFILE_FLOOR)
 
 
 def check(plan: Plan, alloc: mix.Allocation, rate: float, horizon_s: float | None = None, seed: int = 1) -> float:
@@ -341,6 +345,15 @@ def profiles(plan: Plan, buckets: list[mix.Bucket], workers: int = 1,
     return {a: {b: out[a][b] for b in buckets} for a in plan.prices}  # in the plan's order
 
 
+def fleets(plan: Plan, shares: dict[mix.Bucket, float], rate: float) -> tuple[mix.Allocation | None, mix.Allocation, float | None]:
+    """At ``rate`` req/s (from the profiles in ``plan.tput``): the cheapest single-type fleet (None
+    if no type serves every bucket), the cheapest mix, and the mix's saving over the single type."""
+    rate_of = {b: rate * s for b, s in shares.items()}
+    single = mix.cheapest_single(rate_of, plan.tput, plan.prices)
+    best = mix.cheapest_mix(rate_of, plan.tput, plan.prices, plan.spec.slice_factor)
+    return single, best, None if single is None else 1.0 - best.usd_per_h / single.usd_per_h
+
+
 def run_mix(path: str | Path, progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> dict[str, Any]:
     """:func:`run_plan` of a mix file."""
     return run_plan(load_mix(path), progress, workers)
@@ -365,15 +378,12 @@ def run_plan(plan: Plan, progress: Callable[[int, int], None] | None = None, wor
         worst = max(unserved, key=shares.__getitem__)
         raise StackSimError(
             f"no accelerator type serves requests of up to {worst[0]:,} prompt and {worst[1]:,} answer tokens within the SLO "
-            f"({len(unserved)} bucket(s), {sum(shares[b] for b in unserved):.2%} of the traffic), not even at 1/64 req/s: "
+            f"({len(unserved)} bucket(s), {sum(shares[b] for b in unserved):.2%} of the traffic), not even at 1/1024 req/s: "
             "add a larger type (or more GPUs per replica), relax the SLO, or cap the workload's lengths")
     rows = []
     for rate in plan.spec.rates:
-        rate_of = {b: rate * s for b, s in shares.items()}
-        single = mix.cheapest_single(rate_of, plan.tput, plan.prices)
-        best = mix.cheapest_mix(rate_of, plan.tput, plan.prices, plan.spec.slice_factor)
-        row: dict[str, Any] = {"rate": rate, "mix": best, "single": single,
-                               "saving": None if single is None else 1.0 - best.usd_per_h / single.usd_per_h}
+        single, best, saving = fleets(plan, shares, rate)
+        row: dict[str, Any] = {"rate": rate, "mix": best, "single": single, "saving": saving}
         if plan.spec.check:
             row["mix_attainment"] = check(plan, best, rate)
             step()
