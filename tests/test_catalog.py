@@ -31,7 +31,7 @@ MODEL_IDS = [
     "llama-3.1-70b", "llama-3.1-405b", "llama-3.2-3b", "llama-3.3-70b", "mistral-7b", "mixtral-8x7b",
     "mixtral-8x22b", "codellama-34b", "qwen-72b", "qwen3-8b", "qwen3-32b", "qwen3-30b-a3b",
     "qwen3-235b-a22b", "llama-4-scout", "llama-4-maverick", "deepseek-v3", "deepseek-r1",
-    "gpt-oss-20b", "gpt-oss-120b", "phi-3-mini", "bloom-176b",
+    "gpt-oss-20b", "gpt-oss-120b", "phi-3-mini", "bloom-176b", "mistral-nemo-12b", "qwen2.5-7b", "yi-34b",
 ]  # fmt: skip
 NON_GATED_MLP = {"bloom-176b", "opt-13b"}  # GELU / ReLU MLP with two matrices (up, down) instead of three
 
@@ -60,7 +60,7 @@ def test_all_model_ids_present() -> None:
     """Every model the product promises is in the catalog."""
     missing = sorted(set(MODEL_IDS) - set(models()))
     assert not missing, f"models missing from the catalog: {missing}"
-    assert len(MODEL_IDS) == 27
+    assert len(MODEL_IDS) == 30
 
 
 @pytest.mark.parametrize("path", CSV_FILES, ids=lambda p: p.name)
