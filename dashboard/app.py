@@ -27,6 +27,7 @@ import yaml
 from stacksim import ScenarioError, load_scenario_text, run_scenario
 from stacksim.catalog import accelerators, models
 from stacksim.errors import StackSimError
+from stacksim.serving.capacity import capacity_message
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
@@ -234,6 +235,23 @@ SIDE_BY_SIDE = (
 )
 
 
+def capacity_notes(s: dict[str, Any]) -> None:
+    """Each deployment's sustainable capacity against its load (serving/capacity.py): an
+    overload (the latencies shown then describe a transient, not a steady state) or a load near
+    capacity as a warning above the plots; otherwise one caption line."""
+    lines = []
+    for name, d in s["deployments"].items():
+        if not d.get("capacity"):
+            continue
+        msg = capacity_message(name, d["capacity"])
+        if msg.startswith(("OVERLOADED", "NEAR CAPACITY")):
+            st.warning(msg)
+        else:
+            lines.append(msg)
+    if lines:
+        st.caption(" · ".join(lines))
+
+
 def _get(d: Any, path: tuple[str, ...]) -> Any:
     for p in path:
         d = d.get(p) if isinstance(d, dict) else None
@@ -396,6 +414,7 @@ def main() -> None:
                 f"completed {r['completed']:,} + failed {r['failed']:,} + rejected {r['rejected']:,} + in flight {r['in_flight']:,}"
                 + (" · deltas against the pinned run" if pinned else "")
             )
+            capacity_notes(s)
             st.pyplot(cdf_figure(res["requests"], s["time"]["warmup_s"]))
             st.pyplot(levels_figure(res["timeseries"]))
             if s["pools"]:
@@ -403,7 +422,10 @@ def main() -> None:
                 st.markdown("**spend of this run by pool (USD)**")
                 st.bar_chart(spend, height=220)
             if s["deployments"]:
-                st.dataframe(pd.DataFrame(s["deployments"]).T[["model", "accelerator", "replicas", "utilisation", "mean_running", "mean_kv_used", "preemptions", "requests_per_s", "spend_usd"]])
+                deps = pd.DataFrame(s["deployments"]).T[["model", "accelerator", "replicas", "utilisation", "mean_running", "mean_kv_used", "preemptions", "requests_per_s", "spend_usd"]]
+                for col in ("capacity_rps", "offered_rps", "overloaded"):  # serving/capacity.py
+                    deps[col] = [d.get("capacity", {}).get(col) for d in s["deployments"].values()]
+                st.dataframe(deps)
             if "gateway" in s:
                 g = s["gateway"]
                 st.markdown(f"**gateway** ({g.get('routing_strategy', g['kind'])}): API spend ${g['spend']['api_usd']:,.2f}, retries {g['retries']:,}, "

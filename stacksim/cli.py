@@ -128,6 +128,9 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
         )
     if s["deployments"]:
         out_console.print(d)
+    for name, dep in s["deployments"].items():
+        if dep.get("capacity"):
+            _print_capacity(name, dep["capacity"])
     if "gateway" in s:
         _print_gateway(s)
     for name, g in s.get("disaggregated", {}).items():
@@ -174,6 +177,19 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
         out_console.print(f"SLO attainment: {parts}; all together {s['slo']['attainment_all']:.1%}")
     if out_dir is not None:
         out_console.print(f"results in [bold]{out_dir}[/]")
+
+
+def _print_capacity(name: str, cap: dict[str, Any]) -> None:
+    """A deployment's sustainable capacity against its load (serving/capacity.py); an overload
+    in bold red, since its latencies then describe a transient, not a steady state."""
+    from stacksim.serving.capacity import capacity_message
+
+    _print_capacity_note(capacity_message(name, cap))
+
+
+def _print_capacity_note(msg: str) -> None:
+    style = "bold red" if msg.startswith("OVERLOADED") else "yellow" if msg.startswith("NEAR CAPACITY") else "dim"
+    out_console.print(f"[{style}]{escape(msg)}[/]", highlight=False, soft_wrap=True)
 
 
 def _print_agents(a: dict[str, Any]) -> None:
@@ -374,25 +390,60 @@ def predict(
     precision: Annotated[str, typer.Option(help="Weights: bf16, fp16, fp8, int8, int4_awq, int4_gptq, fp4, mxfp4, nvfp4.")] = "bf16",
     kv_precision: Annotated[str, typer.Option("--kv-precision", help="KV cache: auto or fp8.")] = "auto",
     engine: Annotated[str, typer.Option(help="Engine profile: vllm, sglang or trtllm (serving/engines.py).")] = "vllm",
-    isl: Annotated[int, typer.Option(help="Input (prompt) tokens per request.")] = 1000,
-    osl: Annotated[int, typer.Option(help="Output tokens per request.")] = 1000,
+    engine_version: Annotated[str | None, typer.Option("--engine-version", help="Engine release, e.g. 0.15.1 or 0.6.3 "
+                                                       "(default: the current one; `stacksim catalog engines`).")] = None,
+    isl: Annotated[int | None, typer.Option(help="Input (prompt) tokens per request (1000): the value, median or "
+                                            "mean of --isl-dist; with --system-prompt-len, system prompt + question.")] = None,
+    osl: Annotated[int | None, typer.Option(help="Output tokens per request (1000), as --isl for --osl-dist.")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Every request arrives at time zero (max throughput).")] = False,
-    qps: Annotated[float | None, typer.Option(help="Poisson arrivals at this rate (requests/s).")] = None,
+    qps: Annotated[float | None, typer.Option(help="Open-loop arrivals at this rate (requests/s), spaced by --arrival.")] = None,
+    stages: Annotated[str | None, typer.Option(help="Load stages one after another, RATExSECONDS each: 5x600,10x600 "
+                                               "(inference-perf load.stages; guidellm rates); spaced by --arrival.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Closed loop with this many clients.")] = None,
-    requests: Annotated[int, typer.Option(help="Requests to simulate.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Random seed (Poisson arrivals).")] = 0,
+    arrival: Annotated[str | None, typer.Option(help="Spacing of --qps / --stages arrivals: poisson (default), constant "
+                                                "(every 1/rate), gamma (with --cv), inference-perf-constant or "
+                                                "inference-perf-poisson (inference-perf's load types; --stages only).")] = None,
+    cv: Annotated[float | None, typer.Option(help="--arrival gamma: coefficient of variation of the gaps (1 = Poisson).")] = None,
+    stage_gap: Annotated[float | None, typer.Option(help="Idle seconds between --stages (0; 2 reproduces inference-perf's "
+                                                    "interval and head start).")] = None,
+    isl_dist: Annotated[str, typer.Option(help="Prompt lengths: fixed, uniform:LOW-HIGH, lognormal:sigma=S[,min=A][,max=B] "
+                                          "(median --isl), exponential (mean --isl) or empirical:PATH (a trace file).")] = "fixed",
+    osl_dist: Annotated[str, typer.Option(help="Output lengths, as --isl-dist (centred on --osl).")] = "fixed",
+    system_prompt_len: Annotated[int | None, typer.Option(help="Shared-prefix prompts (inference-perf shared_prefix): "
+                                                          "this many of the --isl tokens are a system prompt shared by "
+                                                          "a group, the rest a question; prefix caching hits on them.")] = None,
+    num_groups: Annotated[int | None, typer.Option(help="Shared-prefix groups (system prompts), 10.")] = None,
+    prompts_per_group: Annotated[int | None, typer.Option(help="Prompts (questions) per group, 10.")] = None,
+    multi_turn: Annotated[bool, typer.Option("--multi-turn", help="Each shared-prefix prompt is a chat session whose "
+                                             "next turn resends the history (inference-perf enable_multi_turn_chat).")] = False,
+    max_num_seqs: Annotated[int | None, typer.Option(help="Engine: max running sequences (engine default).")] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(help="Engine: token budget per step (engine default).")] = None,
+    gpu_memory_utilization: Annotated[float | None, typer.Option(help="Engine: share of GPU memory used, 0-1 (engine "
+                                                                 "default).")] = None,
+    prefix_caching: Annotated[bool | None, typer.Option("--prefix-caching/--no-prefix-caching", help="Engine: automatic "
+                                                        "prefix caching (on by default).")] = None,
+    kv_offloading_size: Annotated[float | None, typer.Option(help="Engine: CPU memory for offloaded KV blocks, GiB per "
+                                                             "replica (vLLM --kv-offloading-size).")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="Engine: longest prompt + output accepted (default: --isl + "
+                                                      "--osl with fixed lengths, else the model's context).")] = None,
+    requests: Annotated[int | None, typer.Option(help="Requests to simulate (1000; not with --stages).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (arrivals, lengths, prompt order).")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object.")] = False,
 ) -> None:
     """Predict throughput and latency of one model on one accelerator type under one load."""
     import json
 
     from stacksim.catalog import UnknownId
-    from stacksim.predict import PredictArgs
+    from stacksim.predict import PredictArgs, lengths_label
     from stacksim.predict import predict as run_predict
 
     args = PredictArgs(model=model, gpu=gpu, tp=tp, pp=pp, dp=dp, ep=ep, precision=precision, kv_precision=kv_precision,
-                       engine=engine, isl=isl, osl=osl, offline=offline, qps=qps, concurrency=concurrency,
-                       requests=requests, seed=seed)
+                       engine=engine, engine_version=engine_version, isl=isl, osl=osl, offline=offline, qps=qps, concurrency=concurrency,
+                       requests=requests, seed=seed, arrival=arrival, cv=cv, stages=stages, stage_gap_s=stage_gap,
+                       isl_dist=isl_dist, osl_dist=osl_dist, system_prompt_len=system_prompt_len, num_groups=num_groups,
+                       prompts_per_group=prompts_per_group, multi_turn=multi_turn, max_num_seqs=max_num_seqs,
+                       max_num_batched_tokens=max_num_batched_tokens, gpu_memory_utilization=gpu_memory_utilization,
+                       prefix_caching=prefix_caching, kv_offloading_size_gib=kv_offloading_size, max_model_len=max_model_len)
     try:
         res = run_predict(args)
     except (StackSimError, UnknownId) as exc:
@@ -403,13 +454,14 @@ def predict(
         return
     out_console.print(
         f"[bold]{escape(res['model'])}[/] {res['precision']} on {res['gpus']} x {escape(res['gpu'])} "
-        f"(tp {tp}, pp {pp}, dp {dp}), {res['engine']}, {isl} in / {osl} out, {res['load']}, "
+        f"(tp {tp}, pp {pp}, dp {dp}), {res['engine']}, {escape(lengths_label(args))}, {escape(res['load'])}, "
         f"{res['completed']:,} requests"
     )
     out_console.print(
         f"throughput: {res['output_tokens_per_s']:,.0f} output tok/s ({res['output_tokens_per_s_per_gpu']:,.0f} per GPU), "
         f"{res['requests_per_s']:,.2f} req/s"
     )
+    _print_capacity_note(res["capacity_note"])
     t = Table(title="latency (ms)", title_justify="left")
     for col in ("metric", "mean", "p50", "p90", "p99"):
         t.add_column(col, justify="left" if col == "metric" else "right")
@@ -639,9 +691,9 @@ def dashboard(
 
 @app.command()
 def catalog(
-    kind: Annotated[str, typer.Argument(help="accelerators, models, providers, regions or lifecycle")] = "accelerators",
+    kind: Annotated[str, typer.Argument(help="accelerators, models, engines, providers, regions or lifecycle")] = "accelerators",
 ) -> None:
-    """List a catalog: accelerators, models, hosted providers, regions, or the fitted model lifetimes."""
+    """List a catalog: accelerators, models, engine versions, hosted providers, regions, or the fitted model lifetimes."""
     from stacksim.catalog import accelerators, models
 
     if kind.startswith("acc"):
@@ -692,10 +744,25 @@ def catalog(
             notice = sorted(f.notice_days)
             t.add_row(lab, f.family, _fmt(float(f.median_days), 0), _fmt(float(f.empirical_median_days), 0),
                       f"{f.n_lifetimes} ({f.n_censored})", _fmt(float(notice[len(notice) // 2]), 0) if notice else "-", str(len(notice)))
+    elif kind.startswith("eng"):
+        from stacksim.serving.versions import BANDS, DEFAULT_VERSION
+
+        t = Table(title="engine versions (engine.version / predict --engine-version; fitted profiles in calibration/REPORT.md)")
+        for c in ("engine", "releases", "profile", "data behind it"):
+            t.add_column(c, overflow="fold")
+        for b in BANDS:
+            cur = " (default)" if b.contains(_parse_version(DEFAULT_VERSION[b.kind])) else ""
+            t.add_row(b.kind, b.label + cur, b.family, b.data + (f"; borrows {b.borrows}" if b.borrows else ""))
     else:
-        _fail(StackSimError(f"unknown catalog '{kind}'; valid: accelerators, models, providers, regions, lifecycle"))
+        _fail(StackSimError(f"unknown catalog '{kind}'; valid: accelerators, models, engines, providers, regions, lifecycle"))
         return
     out_console.print(t)
+
+
+def _parse_version(v: str) -> tuple[int, int]:
+    from stacksim.serving.versions import parse
+
+    return parse(v)
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ def test_vllm_ci_latency_within_20_percent(model: str, gpu: str, tp: int, measur
 horizon_s: 0.5
 drain: true
 pools: {{g: {{accelerator: {gpu}, count: {tp}, price_usd_per_gpu_hour: 1.0}}}}
-deployments: {{d: {{model: {model}, pool: g, tensor_parallel: {tp}, engine: {{max_model_len: 4096, cost_model: {cost_model}}}}}}}
+deployments: {{d: {{model: {model}, pool: g, tensor_parallel: {tp}, engine: {{version: "0.6", max_model_len: 4096, cost_model: {cost_model}}}}}}}
 workloads:
   w:
     target: d

@@ -52,7 +52,7 @@ def scenario(autoscaling: dict[str, Any], workload: dict[str, Any], *, replicas:
         "drain": True,
         "pools": {"p": {"accelerator": "h100-sxm", "count": count, "purchase": purchase, "price_usd_per_gpu_hour": PRICE}},
         "deployments": {"d": {"model": "llama-3.1-8b", "pool": "p", "replicas": replicas, "tensor_parallel": tp,
-                              "load_balancer": {"kind": lb}, "engine": {"max_num_seqs": 32, "max_model_len": 4096},
+                              "load_balancer": {"kind": lb}, "engine": {"version": "0.6", "max_num_seqs": 32, "max_model_len": 4096},
                               "autoscaling": autoscaling}},
         "workloads": {"w": {"target": "d", **workload}},
     }

@@ -106,7 +106,8 @@ def test_steady_state_matches_the_simulator() -> None:
     theta = np.array([calibrated_parameters().get(n, d) for n, d in zip(F.NAMES, F.DEFAULT)])
     steady = F.predict(theta, pr)
     sim = predict(PredictArgs(model="llama-3.1-8b", gpu="h100-sxm", precision="fp8", kv_precision="fp8", engine="trtllm",
-                              isl=512, osl=512, offline=True, requests=int(3 * pr.batch)))["output_tokens_per_s"]
+                              engine_version="0.17", isl=512, osl=512, offline=True,
+                              requests=int(3 * pr.batch)))["output_tokens_per_s"]
     assert sim == pytest.approx(steady, rel=0.12)
     assert sim < steady * 1.02  # ramp-up and drain only cost
 
@@ -121,13 +122,22 @@ def test_predict_runs_every_engine_profile(engine: str) -> None:
 
 
 def test_engine_overheads_differ_by_profile() -> None:
-    """Same kernels for vLLM and SGLang, their own fitted per-step overheads; TensorRT-LLM its own."""
+    """Same kernels for vLLM and SGLang of one era, their own fitted per-step overheads; TensorRT-LLM
+    0.14-0.17 its own; the current SGLang and TensorRT-LLM bands borrow vLLM 0.10+'s profile."""
     m, a = get_model("llama-3.1-8b"), get_accelerator("h100-sxm")
-    p = {e: cost_params(m, a, 1, 1, "bf16", "auto", "calibrated", e) for e in ("vllm", "sglang", "trtllm")}
+    old = {e: cost_params(m, a, 1, 1, "bf16", "auto", "calibrated", e, engine_version=v)
+           for e, v in (("vllm", "0.6"), ("sglang", "0.3"), ("trtllm", "0.17"))}
     params = calibrated_parameters()
-    assert p["sglang"][K.EFF_MEM] == p["vllm"][K.EFF_MEM]
-    assert p["sglang"][K.STEP_OVERHEAD_S] == pytest.approx(params["overhead_sglang"])
-    assert p["trtllm"][K.STEP_OVERHEAD_S] == pytest.approx(params["overhead_trtllm"])
+    assert old["sglang"][K.EFF_MEM] == old["vllm"][K.EFF_MEM]
+    assert old["sglang"][K.STEP_OVERHEAD_S] == pytest.approx(params["overhead_sglang"])
+    assert old["trtllm"][K.STEP_OVERHEAD_S] == pytest.approx(params["overhead_trtllm"])
+    new = {e: cost_params(m, a, 1, 1, "bf16", "auto", "calibrated", e) for e in ("vllm", "sglang", "trtllm")}
+    assert new["vllm"][K.STEP_OVERHEAD_S] == pytest.approx(params["overhead_vllm-v1"])
+    assert np.array_equal(new["sglang"], new["vllm"])
+    # TensorRT-LLM 1.x: vLLM 0.10+'s memory side and step overhead, its own 0.14-0.17 matmul efficiency.
+    differs = np.flatnonzero(new["trtllm"] != new["vllm"])
+    assert differs.tolist() == [K.EFF_MAX]
+    assert new["trtllm"][K.EFF_MAX] == old["trtllm"][K.EFF_MAX]
 
 
 def test_unknown_engine_is_a_clear_error() -> None:

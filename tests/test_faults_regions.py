@@ -63,7 +63,7 @@ def small_deployment(pool: str, replicas: int = 1) -> dict[str, Any]:
         "model": "llama-3.1-8b",
         "pool": pool,
         "replicas": replicas,
-        "engine": {"max_num_seqs": 32, "max_num_batched_tokens": 2048, "max_model_len": 4096},
+        "engine": {"version": "0.6", "max_num_seqs": 32, "max_num_batched_tokens": 2048, "max_model_len": 4096},
     }
 
 

@@ -38,7 +38,7 @@ deployments:
   d:
     model: tiny
     pool: g
-    engine: {{max_num_seqs: {seqs}, max_num_batched_tokens: {budget}, enable_chunked_prefill: {chunked},
+    engine: {{version: "0.6", max_num_seqs: {seqs}, max_num_batched_tokens: {budget}, enable_chunked_prefill: {chunked},
               runtime_overhead_gb: {overhead}, max_model_len: {mml}{offload}}}
 workloads:
   w:
@@ -190,7 +190,7 @@ deployments:
   d:
     model: llama-3.1-8b
     pool: g
-    engine: {{max_num_seqs: 32, gpu_memory_utilization: 0.3, max_model_len: 32768{offload}}}
+    engine: {{version: "0.6", max_num_seqs: 32, gpu_memory_utilization: 0.3, max_model_len: 32768{offload}}}
 workloads:
   w:
     target: d

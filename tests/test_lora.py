@@ -173,6 +173,7 @@ deployments:
     model: llama-3.1-8b
     pool: g
     engine:
+      version: "0.6"
       max_num_seqs: 8
       max_num_batched_tokens: 512
       max_model_len: 4096

@@ -115,7 +115,7 @@ deployments:
   d:
     model: llama-3.1-8b
     pool: gpu
-    engine: {{max_num_seqs: 8, max_num_batched_tokens: 512, block_size: 16, max_model_len: 4096, prefix_caching: {pc}}}
+    engine: {{version: "0.6", max_num_seqs: 8, max_num_batched_tokens: 512, block_size: 16, max_model_len: 4096, prefix_caching: {pc}}}
 workloads:
   w:
     target: d
@@ -190,7 +190,7 @@ deployments:
   d:
     model: tiny
     pool: g
-    engine: {{max_num_seqs: {seqs}, block_size: {block}, max_num_batched_tokens: {budget},
+    engine: {{version: "0.6", max_num_seqs: {seqs}, block_size: {block}, max_num_batched_tokens: {budget},
               enable_chunked_prefill: {chunked}, runtime_overhead_gb: {overhead}, max_model_len: {mml},
               prefix_caching: {pc}}}
 workloads:
@@ -319,7 +319,7 @@ deployments:
     pool: g
     replicas: 2
     precision: fp8
-    engine: {{max_num_seqs: 32, max_num_batched_tokens: {budget}, enable_chunked_prefill: {chunked}, max_model_len: 8192}}
+    engine: {{version: "0.6", max_num_seqs: 32, max_num_batched_tokens: {budget}, enable_chunked_prefill: {chunked}, max_model_len: 8192}}
     load_balancer: {{kind: {lb}}}
 workloads:
   w:

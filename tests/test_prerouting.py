@@ -187,11 +187,14 @@ def test_paths_agree_at_the_horizon() -> None:
 def test_no_arrived_request_is_left_pending(balancer: str) -> None:
     """Every request that arrived before the end of a run has been
     routed: none is 'pending' and every unfinished one has a replica, over 6 seeds of the
-    preempting load cut at the horizon."""
+    preempting load cut at the horizon. Those that arrived within the engine's front-end latency
+    of the end are still in the API server (serving/deployment.submit) and are left out."""
     pending = {}
     for seed in range(6):
-        res = run_scenario(load_scenario_text(scenario("preempting", balancer, drain=False), "p.yaml"), seed=seed)
+        rs = load_scenario_text(scenario("preempting", balancer, drain=False), "p.yaml")
+        res = run_scenario(rs, seed=seed)
         df = res.requests
+        df = df[df["arrival_s"] < res.summary["time"]["end_s"] - rs.deployments["d"].frontend_s]
         bad = df[(df["status"] == "pending") | ((df["status"] != "rejected") & (df["replica"] < 0))]
         if len(bad):
             pending[seed] = bad["request_id"].tolist()
@@ -215,7 +218,7 @@ def idle_scenario(balancer: str) -> str:
                     "model": "llama-3.1-8b",
                     "pool": "p",
                     "replicas": 8,
-                    "engine": {"kind": "vllm", "max_num_seqs": 4, "max_num_batched_tokens": 512, "max_model_len": 4096},
+                    "engine": {"kind": "vllm", "version": "0.6", "max_num_seqs": 4, "max_num_batched_tokens": 512, "max_model_len": 4096},
                     "load_balancer": {"kind": balancer},
                 }
             },

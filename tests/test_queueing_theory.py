@@ -80,7 +80,7 @@ def queue_yaml(rate: float, horizon: float, warmup: float, replicas: int = 1, ba
                     "model": MODEL,
                     "pool": "p",
                     "replicas": replicas,
-                    "engine": {"kind": "vllm", "max_num_seqs": 1, "max_num_batched_tokens": 16, "max_model_len": 8192},
+                    "engine": {"kind": "vllm", "version": "0.6", "max_num_seqs": 1, "max_num_batched_tokens": 16, "max_model_len": 8192},
                     "load_balancer": {"kind": balancer},
                 }
             },

@@ -25,7 +25,7 @@ deployments:
   d:
     model: llama-3.1-8b
     pool: gpu
-    engine: {{kind: vllm, max_num_seqs: 8, max_num_batched_tokens: 512, block_size: 16, max_model_len: 4096}}
+    engine: {{kind: vllm, version: "0.6", max_num_seqs: 8, max_num_batched_tokens: 512, block_size: 16, max_model_len: 4096}}
     load_balancer: {{kind: {lb}}}
 workloads:
   w:
@@ -123,6 +123,7 @@ deployments:
     replicas: {replicas}
     engine:
       kind: vllm
+      version: "0.6"
       max_num_seqs: {seqs}
       max_num_batched_tokens: {tokens}
       enable_chunked_prefill: {chunked}
@@ -224,7 +225,7 @@ def test_closed_loop_twins_agree(lb: str) -> None:
 horizon_s: 20
 drain: true
 pools: {{g: {{accelerator: l4, count: 2, price_usd_per_gpu_hour: 1.0}}}}
-deployments: {{d: {{model: llama-3.2-3b, pool: g, replicas: 2, engine: {{max_num_seqs: 16, max_model_len: 4096}}, load_balancer: {{kind: {lb}}}}}}}
+deployments: {{d: {{model: llama-3.2-3b, pool: g, replicas: 2, engine: {{version: "0.6", max_num_seqs: 16, max_model_len: 4096}}, load_balancer: {{kind: {lb}}}}}}}
 workloads:
   w:
     target: d

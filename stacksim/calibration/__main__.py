@@ -45,6 +45,7 @@ def _sim_check(prep: list[F.Prepared], theta: np.ndarray) -> list[str]:
         pr = match[0]
         steady = F.predict(theta, pr)
         sim = predict(PredictArgs(model=model, gpu=acc, tp=tp, precision=prec, kv_precision=pr.point.kv, engine="trtllm",
+                                  engine_version="0.17",
                                   isl=isl, osl=osl, offline=True, requests=SIM_REQUESTS))["output_tokens_per_s"]
         m = pr.point.measured
         rows.append(f"| {model} | {acc} | tp{tp} {prec} | {isl}/{osl} | {m:,.0f} | {steady:,.0f} ({100 * (steady / m - 1):+.0f}%) "
@@ -148,6 +149,12 @@ def main() -> None:
         "method": "scipy.optimize.least_squares, soft_l1 loss (f_scale 0.1) on log(predicted/measured)",
     }
     target = Path(args.params) if args.params else PARAMS_FILE
+    if target.exists():  # keep the families fitted elsewhere (the current engines': calibration/accuracy.py)
+        before = json.loads(target.read_text())
+        kept = {k: v for k, v in before.get("parameters", {}).items() if k not in F.NAMES}
+        params["parameters"] = {**params["parameters"], **kept}  # type: ignore[dict-item]
+        if "modern" in before:
+            params["modern"] = before["modern"]
     target.write_text(json.dumps(params, indent=2) + "\n")
     plots = _plot(prep, F.DEFAULT, full.theta, out)
 

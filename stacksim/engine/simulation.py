@@ -22,8 +22,15 @@ from stacksim.serving.deployment import DeploymentRuntime
 from stacksim.serving.disagg import DisaggRuntime
 from stacksim.serving.lora import LoraTraffic
 from stacksim.serving.reference import ReferenceReplica
-from stacksim.workload.arrivals import ARRIVALS, trace_rows
+from stacksim.workload.arrivals import ARRIVALS, stage_arrivals, trace_rows
 from stacksim.workload.lengths import LENGTHS
+from stacksim.workload.shared_prefix import (
+    DEFAULT_BLOCK_TOKENS,
+    PromptPlan,
+    all_prompt_blocks,
+    plan_prompts,
+    stage_positions,
+)
 from stacksim.workload.traces import attach_trace_blocks, load_trace
 
 Progress = Callable[[float, float], None]
@@ -88,6 +95,7 @@ class Simulation:
             pseudo.append(AgentWorkload(target=target, tags=dict(sc.fleets[fleet].tags), fleet=fleet,
                                         region=sc.fleets[fleet].region, residency=sc.fleets[fleet].residency))
         arrays = []
+        self.prompt_plans: dict[str, PromptPlan] = {}  # workloads with shared_prefix prompts
         for name, w in sc.workloads.items():
             try:
                 arrays.append(self._generate(name, w))
@@ -106,6 +114,7 @@ class Simulation:
         self.lora = LoraTraffic(sc, {n: rd.lora for n, rd in rs.deployments.items()}, self.streams)  # adapters of requests
         pos = 0
         disagg_legs: list[tuple[str, int, np.ndarray, np.ndarray]] = []
+        gateway_calls: dict[int, np.ndarray] = {}
         for wi, (t, inp, out) in enumerate(arrays):
             if self.gateway_workloads[wi]:
                 assert self.calls is not None
@@ -116,6 +125,7 @@ class Simulation:
                 if w.prompts is not None:
                     name = list(sc.workloads)[wi]
                     c.prompt[ids], c.input_tokens[ids] = repeated_prompts(w, inp, self.streams.get(f"prompts/{name}"))
+                gateway_calls[wi] = ids
                 pos += len(t)
                 self.workload_ids.append(np.empty(0, dtype=np.int64))
                 continue
@@ -130,6 +140,7 @@ class Simulation:
             # Prefix-block hashes of trace records (Mooncake hash_ids), for prefix caching.
             attach_trace_blocks(self.reqs, ids, list(sc.workloads.values())[wi],
                                 rs.trace_paths.get(("workloads", self.workload_names[wi], "arrival"), ""), self.horizon)
+            self._attach_prompt_blocks(self.workload_names[wi], ids, target if group is None else group.prefill.name)
             self.lora.assign(self.reqs, wi, ids)
         self.n_direct = self.reqs.n
         max_time = self.horizon * (DRAIN_LIMIT_FACTOR + 1.0 if sc.drain else 1.0)
@@ -152,6 +163,11 @@ class Simulation:
                 [frozenset(sc.residency[w.residency].allowed_jurisdictions) if w.residency else None for w in wls],
                 [w.region or plan.spec.regions[0] for w in wls],
             )
+            for wi, cids in gateway_calls.items():  # shared-prefix prompts' blocks, used by each attempt
+                plan = self.prompt_plans.get(self.workload_names[wi])
+                if plan is not None:
+                    for cid, h in zip(cids.tolist(), all_prompt_blocks(plan, DEFAULT_BLOCK_TOKENS)):
+                        self.gateway.blocks[cid] = (h, DEFAULT_BLOCK_TOKENS)
             for dname in self.gateway.dep_targets:
                 self.deployments[dname].on_complete = self.gateway.on_serving_done  # type: ignore[index]
         self.agents: AgentRuntime | None = None
@@ -188,9 +204,13 @@ class Simulation:
         where = ("workloads", name)
         arrival = w.arrival
         path = rs.trace_paths.get(where + ("arrival",), "")
-        t = ARRIVALS[arrival.kind](
-            arrival, self.streams.get(f"arrivals/{name}"), self.horizon, w.max_requests, path=path
-        )
+        stage = None
+        if isinstance(arrival, S.MultiStage):
+            t, stage = stage_arrivals(arrival, self.streams.get(f"arrivals/{name}"), self.horizon, w.max_requests)
+        else:
+            t = ARRIVALS[arrival.kind](
+                arrival, self.streams.get(f"arrivals/{name}"), self.horizon, w.max_requests, path=path
+            )
         n = len(t)
         rows = None
         if isinstance(arrival, S.TraceArrivals):
@@ -214,7 +234,24 @@ class Simulation:
                         which="input" if which == "input_tokens" else "output",
                     )
                 )
+        if w.shared_prefix is not None:
+            # Prompts of shared system prompts + questions (workload/shared_prefix.py): the plan
+            # sets each prompt's length (growing with multi-turn history); blocks come later.
+            plan = plan_prompts(w.shared_prefix, name, stage_positions(stage, n), lengths[1],
+                                self.streams.get(f"shared_prefix/{name}"))
+            self.prompt_plans[name] = plan
+            lengths[0] = plan.input_tokens
         return t, lengths[0], lengths[1]
+
+    def _attach_prompt_blocks(self, name: str, ids: np.ndarray, deployment: str) -> None:
+        """Prefix-block hashes of a shared-prefix workload's prompts, in the KV blocks of the
+        deployment that prefills them."""
+        plan = self.prompt_plans.get(name)
+        if plan is None:
+            return
+        bt = self.rs.deployments[deployment].spec.engine.block_size
+        for rid, h in zip(ids.tolist(), all_prompt_blocks(plan, bt)):
+            self.reqs.set_blocks(rid, h, bt)
 
     def _arrivals(self, ids: np.ndarray, times: np.ndarray, dep: DeploymentRuntime):  # type: ignore[no-untyped-def]
         env = self.env

@@ -3,8 +3,9 @@
 An iteration's time is a roofline per operator class (dense matmuls, prefill attention, decode
 attention), plus tensor-parallel all-reduces, plus a fixed per-step overhead:
 
-    t_lin   = max(FLOPs_lin / (peak * eff(T)), weight bytes / (bw * eff_mem))
-    t_attn  = max(FLOPs_attn / (peak * eff_attn), KV bytes / (bw * eff_mem))   (prefill, decode apart)
+    t_lin   = max(FLOPs_lin / (peak * eff(T)) + FLOPs_exp (1/eff_moe - 1) / (peak * eff(T)),
+                  (dense bytes + touched expert bytes / eff_moe_mem) / (bw * eff_mem))
+    t_attn  = max(FLOPs_attn / (peak * eff_attn), KV bytes / (bw * eff_mem * eff_kv))   (prefill, decode apart)
     t_comm  = n_allreduce * (latency + 2 (tp-1)/tp * T * hidden * bytes / link_bw)
     t_step  = pp * (t_lin + t_attn_p + t_attn_d + t_comm) + (pp-1) * p2p + overhead
 
@@ -64,12 +65,16 @@ PP = 20
 DP = 21  # attention data-parallel ranks in the replica: each runs 1/DP of the batch's tokens (>= 1)
 A2A_BYTES_PER_TOKEN = 22  # expert parallelism: all-to-all bytes per replica token on this GPU (dispatch + combine)
 NUM_A2A = 23  # MoE layers on this GPU's stage (0: no expert parallelism)
-N_STEP_PARAMS = 24  # one model's step-time parameters (the target's, or the proposer's below)
+EXPERT_FLOPS_PER_TOKEN = 24  # the routed experts' share of LIN_FLOPS_PER_TOKEN (0 for dense models)
+EFF_MOE = 25  # grouped expert GEMMs' compute efficiency relative to dense GEMMs (1: the same)
+EFF_MOE_MEM = 26  # grouped expert kernels' weight streaming relative to dense GEMMs' (1: the same)
+EFF_KV = 27  # attention kernels' KV-cache reads relative to the weights' streaming rate (1: the same)
+N_STEP_PARAMS = 28  # one model's step-time parameters (the target's, or the proposer's below)
 # Speculative decoding (all zero without it, which keeps the plain kernels' path):
-SPEC_K = 24  # proposed tokens per step, k (0: no speculation)
-SPEC_TOKENS = 25  # expected tokens emitted per sequence per decode step, E (Leviathan eq. 1)
-SPEC_PROPOSER = 26  # 1: the proposer runs k forward passes of the model at PROPOSER; 0: free (n-gram)
-PROPOSER = 27  # the proposer's own N_STEP_PARAMS (draft model, or the MTP layer), no step overhead
+SPEC_K = 28  # proposed tokens per step, k (0: no speculation)
+SPEC_TOKENS = 29  # expected tokens emitted per sequence per decode step, E (Leviathan eq. 1)
+SPEC_PROPOSER = 30  # 1: the proposer runs k forward passes of the model at PROPOSER; 0: free (n-gram)
+PROPOSER = 31  # the proposer's own N_STEP_PARAMS (draft model, or the MTP layer), no step overhead
 N_PARAMS = PROPOSER + N_STEP_PARAMS
 
 
@@ -157,9 +162,13 @@ def iteration_time(
     eff = p[EFF_MAX] * rank_tokens / (rank_tokens + p[EFF_HALF_TOKENS])
     lin_flops = tokens * p[LIN_FLOPS_PER_TOKEN] + n_logits * p[LMHEAD_FLOPS_PER_LOGIT] + lora_flops
     t_lin_c = lin_flops / (p[PEAK_FLOPS] * eff)
+    if p[EXPERT_FLOPS_PER_TOKEN] > 0.0:
+        # Routed experts run as grouped GEMMs (fused MoE kernels) at EFF_MOE of the dense rate.
+        t_lin_c += tokens * p[EXPERT_FLOPS_PER_TOKEN] * (1.0 / p[EFF_MOE] - 1.0) / (p[PEAK_FLOPS] * eff)
     n_exp = p[NUM_EXPERTS]
     if n_exp > 1.0:
-        touched = n_exp * (1.0 - (1.0 - p[EXPERTS_PER_TOKEN] / n_exp) ** tokens)
+        # The grouped expert kernels stream their weights at EFF_MOE_MEM of the dense kernels' rate.
+        touched = n_exp * (1.0 - (1.0 - p[EXPERTS_PER_TOKEN] / n_exp) ** tokens) / p[EFF_MOE_MEM]
     else:
         touched = 0.0
     w_bytes = p[DENSE_WEIGHT_BYTES] + touched * p[EXPERT_BYTES] + lora_bytes
@@ -168,15 +177,16 @@ def iteration_time(
     t_lin = max(t_lin_m, t_lin_c)
 
     attn_peak = p[PEAK_FLOPS] * p[EFF_ATTN]
+    kv_bw = bw * p[EFF_KV]  # paged attention reads the KV cache in blocks, not as one stream
     t_ap = 0.0
     if n_prefill_tokens > 0.0:
         c = p[ATTN_FLOPS_PER_PAIR] * prefill_pairs / attn_peak
-        m = p[KV_BYTES_PER_TOKEN] * (prefill_ctx_read + n_prefill_tokens) / bw
+        m = p[KV_BYTES_PER_TOKEN] * (prefill_ctx_read + n_prefill_tokens) / kv_bw
         t_ap = max(m, c)
     t_ad = 0.0
     if n_decode_tokens > 0.0:
         c = p[ATTN_FLOPS_PER_PAIR] * decode_pairs / attn_peak
-        m = p[KV_BYTES_PER_TOKEN] * decode_kv_read / bw
+        m = p[KV_BYTES_PER_TOKEN] * decode_kv_read / kv_bw
         t_ad = max(m, c)
 
     t_comm = 0.0

@@ -38,24 +38,27 @@ def iteration_time(p, n_prefill_tokens, prefill_pairs, prefill_ctx_read, n_decod
         miss = (1.0 - p[K.EXPERTS_PER_TOKEN] / p[K.NUM_EXPERTS]) ** (tokens - int(tokens))  # a micro-batch's fraction
         for _ in range(int(tokens)):
             miss *= 1.0 - p[K.EXPERTS_PER_TOKEN] / p[K.NUM_EXPERTS]
-        touched = p[K.NUM_EXPERTS] * (1.0 - miss)
+        touched = p[K.NUM_EXPERTS] * (1.0 - miss) / p[K.EFF_MOE_MEM]  # grouped kernels stream at EFF_MOE_MEM of the rate
     else:
         touched = 0.0
     total = 0.0
     for _ in range(n_layers_units):
         u = 1.0 / n_layers_units
-        lin_c = (tokens * p[K.LIN_FLOPS_PER_TOKEN] + n_logits * p[K.LMHEAD_FLOPS_PER_LOGIT] + lora_flops) * u / (peak * eff)
+        dense = tokens * (p[K.LIN_FLOPS_PER_TOKEN] - p[K.EXPERT_FLOPS_PER_TOKEN]) + n_logits * p[K.LMHEAD_FLOPS_PER_LOGIT] + lora_flops
+        lin_c = dense * u / (peak * eff)
+        if p[K.EXPERT_FLOPS_PER_TOKEN] > 0:  # grouped expert GEMMs at EFF_MOE of the dense rate
+            lin_c += tokens * p[K.EXPERT_FLOPS_PER_TOKEN] * u / (peak * eff * p[K.EFF_MOE])
         lin_m = (p[K.DENSE_WEIGHT_BYTES] + touched * p[K.EXPERT_BYTES] + lora_bytes) * u / bw
         total += max(lin_c, lin_m)
         if n_prefill_tokens > 0:
             total += max(
                 p[K.ATTN_FLOPS_PER_PAIR] * prefill_pairs * u / (peak * p[K.EFF_ATTN]),
-                p[K.KV_BYTES_PER_TOKEN] * (prefill_ctx_read + n_prefill_tokens) * u / bw,
+                p[K.KV_BYTES_PER_TOKEN] * (prefill_ctx_read + n_prefill_tokens) * u / (bw * p[K.EFF_KV]),
             )
         if n_decode > 0:
             total += max(
                 p[K.ATTN_FLOPS_PER_PAIR] * decode_pairs * u / (peak * p[K.EFF_ATTN]),
-                p[K.KV_BYTES_PER_TOKEN] * decode_kv_read * u / bw,
+                p[K.KV_BYTES_PER_TOKEN] * decode_kv_read * u / (bw * p[K.EFF_KV]),
             )
     tp = p[K.TP]
     if tp > 1:

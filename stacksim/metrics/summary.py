@@ -20,6 +20,8 @@ Layout of ``summary.json`` (all latencies in milliseconds, all money in US dolla
   with autoscaling, ``autoscaling`` (replicas over time, replica-hours, provisioning charged,
   scale events, cold starts; serving/autoscale.py), spend from the replica-hours held, and
   utilisation and levels over the replicas loaded, not over every slot
+- ``deployments.<name>.capacity``: sustainable capacity against the offered load, and whether
+  it is overloaded (queue growth, the transient the latencies describe); serving/capacity.py
 - ``pools.<name>``: accelerator, count, gpus_used, price, spend_usd, idle_spend_usd, billing
   (``whole_pool``, or ``allocated_replica_hours`` for an on-demand or spot pool whose deployments
   all autoscale), utilisation (busy GPU-time over all the pool's GPU-time: idle GPUs count as 0),
@@ -45,6 +47,7 @@ from stacksim.engine.simulation import Simulation
 from stacksim.kernels import cost as K
 from stacksim.metrics import STATUS_NAMES, hist_mean, hist_percentiles
 from stacksim.scenario import resolved_yaml
+from stacksim.serving.capacity import OPEN_KINDS, STAGED, assess
 from stacksim.serving.prefix_cache import prefix_cache_summary
 
 HOURS_PER_MONTH = 730.0  # 8760 h / 12
@@ -200,6 +203,8 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
     elastic_deps: dict[str, list[bool]] = {}  # pool -> whether each deployment on it autoscales
     pool_busy: dict[str, float] = {}
     pool_queue: dict[str, float] = {}
+    kinds = _traffic_kinds(sim)
+    wl_codes_serving = serving["workload"].cat.codes.to_numpy()
     for name, dep in sim.deployments.items():
         rd = dep.rd
         sel = (serving["deployment"] == name).to_numpy()
@@ -227,6 +232,7 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
         pool_busy[rd.pool.name] = pool_busy.get(rd.pool.name, 0.0) + float(np.sum(busy)) * rd.gpus / len(reps)
         n_rep = ts["replicas"] if "replicas" in ts else len(reps)  # autoscaled: replicas loaded per bin
         pool_queue[rd.pool.name] = pool_queue.get(rd.pool.name, 0.0) + (float((ts["waiting"] * n_rep).mean()) if len(ts) else 0.0)
+        pc = prefix_cache_summary(reps, serving[sel], sim.reqs.blocks)
         deployments[name] = {
             "model": rd.model.id,
             "pool": rd.pool.name,
@@ -266,10 +272,11 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
                 "gateway_attempts": int(((serving["call"] >= 0).to_numpy() & sel).sum()),
             },
             "replica_failures": int(sum(r.failures for r in reps)),
-            "prefix_cache": prefix_cache_summary(reps, serving[sel], sim.reqs.blocks),
+            "prefix_cache": pc,
             "latency_ms": {k: stats_ms(v[msel]) for k, v in s_mlat.items() if k != "queue"}
             | {"itl": hist_stats_ms(dep.itl_hist)},
             "spend_usd": round(spend, 6),
+            "capacity": _capacity(sim, name, serving[sel], wl_codes_serving[sel], kinds, pc["hit_rate"], end),
         }
         if auto is not None:
             deployments[name]["autoscaling"] = auto
@@ -406,6 +413,55 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
         iters = {n: iterations_frame(sim, n) for n in traced}
     ts_all = {name: _dep_timeseries(dep, end) for name, dep in sim.deployments.items()}
     return Result(summary, df, ts_all, ryaml, attempts, tasks, span_df, iters)
+
+
+def _traffic_kinds(sim: Simulation) -> list[str]:
+    """Per workload index (agent pseudo-workloads included), how its traffic arrives at a
+    deployment: its arrival kind when aimed at one directly; ``gateway``, ``disaggregated`` or
+    ``agent`` for traffic arriving through those (offline and closed-loop keep their kind)."""
+    rs = sim.rs
+    out = []
+    for w in rs.scenario.workloads.values():
+        k = w.arrival.kind
+        if k in ("offline", "closed_loop") or w.target in rs.deployments:
+            out.append(k)
+        else:
+            out.append("disaggregated" if w.target in rs.disaggregated else "gateway")
+    return out + ["agent"] * (len(sim.workload_names) - len(out))
+
+
+def _capacity(sim: Simulation, name: str, rows: pd.DataFrame, codes: np.ndarray, kinds: list[str], hit_rate: float,
+              end: float) -> dict[str, Any]:
+    """A deployment's ``capacity`` entry (serving/capacity.py) from the serving rows it received."""
+    rs = sim.rs
+    rd = rs.deployments[name]
+    served = (rows["status"] != "rejected").to_numpy()
+    isl = float(rows["input_tokens"].to_numpy()[served].mean()) if served.any() else 0.0
+    osl = float(rows["output_tokens"].to_numpy()[served].mean()) if served.any() else 0.0
+    # The nominal rate of each Poisson / Gamma / deterministic workload aimed here, and the stages
+    # of staged ones, less the share rejected at the door (too long: they never load a replica).
+    nominal = 0.0
+    stages: list[tuple[float, float]] = []
+    for wi, w in enumerate(rs.scenario.workloads.values()):
+        mine = codes == wi
+        if w.target != name or not mine.any():
+            continue
+        share = float(served[mine].mean())
+        if kinds[wi] in OPEN_KINDS:
+            nominal += float(getattr(w.arrival, "rate_per_s", 0.0)) * share
+        elif kinds[wi] == STAGED:
+            stages += [(float(st.rate_per_s) * share, float(st.duration_s)) for st in getattr(w.arrival, "stages", [])]
+    row_kinds = np.array(kinds, dtype=object)[codes] if len(codes) else np.empty(0, dtype=object)
+    # Other open-loop arrivals (traces, gateway attempts, agent calls, disaggregated legs): measured.
+    open_rows = np.array([k not in (*OPEN_KINDS, STAGED, "offline", "closed_loop") for k in row_kinds], dtype=bool)
+    arrival = rows["arrival_s"].to_numpy(dtype=float)
+    admitted = rows["admitted_s"].to_numpy(dtype=float)
+    finish = rows["finish_s"].to_numpy(dtype=float)
+    # Waiting ends at admission, or when a request left without one (failed, cancelled); one
+    # still waiting at the end waits on. Rejected requests never queued: left out.
+    wait_end = np.where(np.isfinite(admitted), admitted, np.where(np.isfinite(finish), finish, np.inf))
+    return assess(rd, sorted({str(k) for k in row_kinds}), nominal, stages, arrival[served], open_rows[served], wait_end[served],
+                  finish[served], isl, osl, hit_rate, end)
 
 
 def mean_in_system(arrival: np.ndarray, finish: np.ndarray, t0: float, t1: float) -> float:

@@ -25,6 +25,7 @@ from stacksim.serving.costmodel import (
     MemoryPlan,
     SpeculationError,
     cost_params,
+    frontend_latency_s,
     memory_plan,
     speculation,
 )
@@ -65,6 +66,7 @@ class ResolvedDeployment:
     max_model_len: int
     lora: ResolvedLora | None = None  # engine.lora resolved (serving/lora.py)
     kv_offload: ResolvedKvOffload | None = None  # engine.kv_offload resolved (serving/kv_offload.py)
+    frontend_s: float = 0.0  # the engine's API-server latency per request (serving/costmodel.frontend_latency_s)
 
     @property
     def slots(self) -> int:
@@ -196,7 +198,7 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
             continue
         # An autoscaled deployment may grow to max_replicas: the pool must hold that many.
         used[dep.pool] = used.get(dep.pool, 0) + (dep.autoscaling.max_replicas if dep.autoscaling else dep.replicas) * tp * pp * dp
-        eng = engines.concrete(dep.engine, pool.accelerator, tp)
+        eng = engines.concrete(dep.engine, pool.accelerator, tp, dep.precision)
         if eng is not dep.engine:  # the profile's start-up rules filled settings left out (serving/engines.py)
             dep = dep.model_copy(update={"engine": eng})
         if eng.max_num_batched_tokens < eng.max_num_seqs:
@@ -278,12 +280,13 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
             )
             continue
         params = cost_params(model, pool.accelerator, tp, pp, dep.precision, eng.kv_cache_dtype, eng.cost_model, eng.kind,
-                             spec=specdec, dp=dp, ep=ep)
+                             spec=specdec, dp=dp, ep=ep, engine_version=eng.version)
         if dp > 1:  # the engine's limits are per attention-DP rank; one scheduler stands for all ranks
             eng = eng.model_copy(update={"max_num_seqs": eng.max_num_seqs * dp,
                                          "max_num_batched_tokens": eng.max_num_batched_tokens * dp})
             dep = dep.model_copy(update={"engine": eng})
-        rs.deployments[name] = ResolvedDeployment(name, dep, model, pool, plan, params, mml, lora, kv_offload)
+        frontend = frontend_latency_s(eng.kind, pool.accelerator, eng.version) if eng.cost_model == "calibrated" else 0.0
+        rs.deployments[name] = ResolvedDeployment(name, dep, model, pool, plan, params, mml, lora, kv_offload, frontend)
 
     for pname, n in used.items():
         have = sc.pools[pname].count

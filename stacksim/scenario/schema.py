@@ -22,6 +22,7 @@ from stacksim.scenario.schema_kv_offload import KvOffload
 from stacksim.scenario.schema_lifecycle import Lifecycle
 from stacksim.scenario.schema_lora import Lora, LoraTenants
 from stacksim.scenario.schema_stack import Fault, ProviderEndpoint, Region, ResidencyClass
+from stacksim.serving import versions
 
 # --------------------------------------------------------------------------- compute
 
@@ -141,6 +142,10 @@ class VllmEngine(Strict):
     """vLLM-style continuous batching. Defaults are vLLM's (EngineArgs, v0.6-v0.8 docs)."""
 
     kind: Literal["vllm"] = "vllm"
+    version: str | None = Field(
+        default=None, description="The engine release (e.g. 0.15.1, 0.6.3; TensorRT-LLM 0.17, 1.0): picks the fitted "
+        "profile of its band (vLLM 0.4-0.5, 0.6-0.9, 0.10+; SGLang 0.3-0.4, 0.5; TensorRT-LLM 0.14-0.17, 0.20-1.x; "
+        "`stacksim catalog engines`). Omitted: the current release.")
     max_num_seqs: int = Field(default=256, ge=1, description="Max running sequences (vLLM default 256).")
     max_num_batched_tokens: int = Field(
         default=8192, ge=16, description="Token budget per step (vLLM chunked-prefill default 8192)."
@@ -179,6 +184,15 @@ class VllmEngine(Strict):
         default=None, description="KV-cache tiers: prefix blocks evicted from HBM go to host memory and optionally a "
         "local SSD, and are loaded back on a hit (vLLM OffloadingConnector, LMCache); omitted: none "
         "(serving/kv_offload.py).")
+
+    @model_validator(mode="after")
+    def _known_version(self) -> VllmEngine:
+        if self.version is not None:
+            try:
+                versions.band(self.kind, self.version)
+            except versions.UnknownVersion as exc:
+                raise ValueError(f"version: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _offload_needs_prefix_caching(self) -> VllmEngine:
@@ -432,8 +446,69 @@ class ClosedLoop(Strict):
     think_time_s: float = Field(default=0.0, ge=0)
 
 
+class Stage(Strict):
+    """One load stage (inference-perf ``load.stages[]``: ``rate``, ``duration``)."""
+
+    rate_per_s: float = Field(gt=0, description="Requests per second in this stage.")
+    duration_s: float = Field(gt=0, description="How long the stage sends, seconds.")
+
+
+StageProcess = Literal["inference_perf_constant", "inference_perf_poisson", "poisson", "gamma", "deterministic"]
+
+
+class MultiStage(Strict):
+    """Load stages run one after another, each at its own rate for its own duration, as
+    inference-perf's ``load: {type, stages: [{rate, duration}]}`` and guidellm's rate sweeps run
+    them (workload/arrivals.py has each process's source)."""
+
+    kind: Literal["multi_stage"]
+    process: StageProcess = Field(
+        description="How arrivals are spaced inside a stage. inference_perf_constant: inference-perf's `constant` "
+        "(exactly int(rate x duration) requests, exponential gaps rescaled to fill the stage: the last one lands on "
+        "its end); inference_perf_poisson: inference-perf's `poisson` (a Poisson(rate) count per second, spread "
+        "within the second as `constant` does, until int(rate x duration) requests are sent); poisson: exponential "
+        "gaps (guidellm `poisson`); gamma: Gamma gaps with coefficient of variation `cv`; deterministic: every "
+        "1/rate (guidellm `constant`), int(rate x duration) requests, the last on the stage's end.")
+    stages: list[Stage] = Field(min_length=1, description="Run in order; a stage starts gap_s after the one before "
+                                "it ended: its last request for the inference_perf processes (inference_perf_poisson's "
+                                "may come a little before or after rate x duration; arrivals past horizon_s are "
+                                "dropped), the end of its duration for the others.")
+    cv: float | None = Field(default=None, gt=0, validate_default=True,
+                             description="process gamma: the gaps' coefficient of variation.")
+    gap_s: float = Field(default=0.0, ge=0, description="Idle time between stages. inference-perf sleeps "
+                         "load.interval (1.0 s by default) after a stage and gives the next a 1 s head start, so "
+                         "2.0 reproduces it; its wait for the stage's last responses is not modelled.")
+
+    @field_validator("stages")
+    @classmethod
+    def _whole_requests(cls, v: list[Stage], info: ValidationInfo) -> list[Stage]:
+        process = info.data.get("process")
+        if process in ("inference_perf_constant", "inference_perf_poisson", "deterministic"):
+            for i, st in enumerate(v):
+                if int(st.rate_per_s * st.duration_s) < 1:
+                    raise ValueError(f"stages[{i}]: rate_per_s x duration_s = {st.rate_per_s * st.duration_s:g} is under "
+                                     f"one request; process {process} sends int(rate x duration) requests")
+        return v
+
+    @field_validator("cv")
+    @classmethod
+    def _cv_for_gamma(cls, v: float | None, info: ValidationInfo) -> float | None:
+        process = info.data.get("process")
+        if process == "gamma" and v is None:
+            raise ValueError("process gamma needs cv, the gaps' coefficient of variation (1 = Poisson, > 1 burstier)")
+        if process is not None and process != "gamma" and v is not None:
+            raise ValueError(f"cv applies to process: gamma only, not {process}")
+        return v
+
+    @property
+    def nominal_end_s(self) -> float:
+        """When the last stage ends if no stage overruns (stage durations plus the gaps)."""
+        return sum(st.duration_s for st in self.stages) + self.gap_s * (len(self.stages) - 1)
+
+
 Arrival = Annotated[
-    Poisson | GammaArrivals | Deterministic | TraceArrivals | Offline | ClosedLoop, Field(discriminator="kind")
+    Poisson | GammaArrivals | Deterministic | TraceArrivals | Offline | ClosedLoop | MultiStage,
+    Field(discriminator="kind"),
 ]
 
 
@@ -500,14 +575,42 @@ Length = Annotated[
 ]
 
 
+class SharedPrefix(Strict):
+    """Prompts built as inference-perf's `shared_prefix` data generator builds them: num_groups
+    system prompts, each shared by num_prompts_per_group prompts that add their own question; the
+    requests cycle through the prompts in a shuffled order (workload/shared_prefix.py has the
+    source). Each request's prompt carries prefix-block hashes, so the engine's prefix cache hits
+    on the shared system prompt and on prompts seen before. Field names and defaults are
+    inference-perf's."""
+
+    num_groups: int = Field(default=10, ge=1, description="Distinct system prompts (inference-perf num_groups, alias "
+                            "num_unique_system_prompts).")
+    num_prompts_per_group: int = Field(default=10, ge=1, description="Prompts (questions) per system prompt "
+                                       "(alias num_users_per_system_prompt); with multi_turn, chat sessions.")
+    system_prompt_len: int = Field(default=100, ge=0, description="Tokens of each system prompt.")
+    question_len: int = Field(default=50, ge=1, description="Tokens of each question.")
+    multi_turn: bool = Field(default=False, description="inference-perf enable_multi_turn_chat: each prompt is a chat "
+                             "session whose next turn sends the whole conversation so far (system prompt, then each "
+                             "earlier question and answer) plus the question again; prompts grow turn by turn.")
+
+    @property
+    def prompt_tokens(self) -> int:
+        """A single-turn prompt (and a session's first turn): system prompt + question."""
+        return self.system_prompt_len + self.question_len
+
+
 class Workload(Strict):
     """A stream of requests sent to one deployment, or to a model group of the gateway."""
 
     target: str = Field(description="A key of `deployments:`, a key of `disaggregated:` (a prefill/decode pair) or a "
                         "`model_name` of the gateway's model_list.")
     arrival: Arrival
-    input_tokens: Length
+    input_tokens: Length | None = Field(default=None, description="Prompt tokens. Required "
+                                        "unless shared_prefix sets them (then omitted, or fixed at system_prompt_len + "
+                                        "question_len).")
     output_tokens: Length
+    shared_prefix: SharedPrefix | None = Field(default=None, description="Prompts sharing system prompts, with "
+                                               "prefix-cache block hashes (inference-perf shared_prefix).")
     max_requests: int | None = Field(default=None, ge=1, description="Stop after this many arrivals.")
     tags: dict[str, str] = Field(default_factory=dict, description="e.g. {team: search, tenant: acme, key: sk-search, user: u1}")
     region: str | None = Field(default=None, description="Where the requests come from (gateway targets). Default: the gateway's first region.")
@@ -516,6 +619,29 @@ class Workload(Strict):
     lora: str | LoraTenants | None = Field(default=None, description="The LoRA adapter these requests use (a key of the "
                                            "target deployment's engine.lora.adapters), or tenants mapped to adapters. "
                                            "Omitted: the base model.")
+
+    @model_validator(mode="after")
+    def _prompt_lengths(self) -> Workload:
+        sp = self.shared_prefix
+        if sp is None:
+            if self.input_tokens is None:
+                raise ValueError("input_tokens is required (a length distribution), unless shared_prefix builds the prompts")
+            return self
+        want = sp.prompt_tokens
+        inp = self.input_tokens
+        if inp is None:
+            # The resolved scenario shows the filled-in length; later turns of multi_turn add history to it.
+            self.input_tokens = FixedLength(kind="fixed", value=want)
+        elif getattr(inp, "value", None) != want or inp.kind != "fixed":
+            got = f"{inp.kind}" + (f" {inp.value}" if isinstance(inp, FixedLength) else "")
+            raise ValueError(f"with shared_prefix the prompt is system_prompt_len + question_len = {want} tokens; "
+                             f"omit input_tokens or make it {{kind: fixed, value: {want}}} (got {got})")
+        if self.arrival.kind == "closed_loop":
+            raise ValueError("shared_prefix needs an open-loop arrival (closed_loop clients draw their prompts "
+                             "independently)")
+        if self.prompts is not None:
+            raise ValueError("shared_prefix and prompts both decide which prompt a request sends; give one")
+        return self
 
 
 class Slo(Strict):

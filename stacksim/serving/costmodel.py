@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 
 from stacksim.catalog import Accelerator, ModelArch
 from stacksim.kernels import cost as K
+from stacksim.serving import versions
 
 GIB = 1024**3
 
@@ -341,25 +344,52 @@ def compute_precision(acc: Accelerator, precision: str) -> str:
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "calibration" / "params_v1.json"
 
 
+_OVERRIDE: list[dict[str, float]] = []
+
+
 @lru_cache(maxsize=1)
-def calibrated_parameters() -> dict[str, float]:
-    """The fitted parameters (``make calibrate`` writes them; see calibration/REPORT.md)."""
+def _file_parameters() -> dict[str, float]:
     return dict(json.loads(PARAMS_FILE.read_text())["parameters"])
 
 
-def engine_family(engine_kind: str, acc: Accelerator) -> str:
-    """Which fitted profile applies: vLLM on AMD GPUs (ROCm kernels) is its own family."""
+def calibrated_parameters() -> dict[str, float]:
+    """The fitted parameters (``make calibrate`` writes them; see calibration/REPORT.md), or the
+    ones a calibration run is trying (:func:`override_parameters`)."""
+    return _OVERRIDE[-1] if _OVERRIDE else _file_parameters()
+
+
+@contextmanager
+def override_parameters(params: dict[str, float]) -> Iterator[None]:
+    """Resolve scenarios with ``params`` instead of the fitted file inside the block: the modern
+    calibration simulates whole serving runs at trial parameters (calibration/modern.py)."""
+    _OVERRIDE.append(dict(params))
+    try:
+        yield
+    finally:
+        _OVERRIDE.pop()
+
+
+def engine_family(engine_kind: str, acc: Accelerator, version: str | None = None) -> str:
+    """Which fitted profile applies: the engine's version band (serving/versions.py); vLLM and
+    SGLang on AMD GPUs (ROCm kernels, measured in 2024) are their own family whatever the version."""
     if engine_kind == "vllm" and acc.vendor.strip().lower() == "amd":
         return "vllm-rocm"
     if engine_kind == "sglang" and acc.vendor.strip().lower() == "amd":
         return "sglang-rocm"
-    return engine_kind
+    return versions.band(engine_kind, version).family
 
 
 # SGLang runs the same kinds of kernels as vLLM (FlashInfer / Triton attention, the same GEMM
 # libraries); what the measurements separate is its per-step overhead (calibration/fit.py). Its
-# compute and memory efficiencies are vLLM's on the same vendor.
-KERNELS_OF = {"sglang": "vllm", "sglang-rocm": "vllm-rocm"}
+# compute and memory efficiencies are vLLM's of the same era on the same vendor.
+KERNELS_OF = {"sglang": "vllm", "sglang-rocm": "vllm-rocm", "sglang-0.5": "vllm-v1"}
+# Families with no measurement of their own borrow a neighbour's profile (serving/versions.py says
+# which and why) ...
+PROFILE_OF = {"sglang-0.5": "vllm-v1", "trtllm-1": "vllm-v1", "sglang-rocm": "sglang"}
+# ... except the compute side (matmul and attention efficiency), which TensorRT-LLM 1.x keeps from
+# its own max-load tables (the held-out TensorRT-LLM 1.x perf overview and NIM's TensorRT-LLM
+# serving figures: calibration/REPORT.md).
+COMPUTE_OF = {"trtllm-1": "trtllm"}
 
 
 def link_class(acc: Accelerator) -> str:
@@ -377,14 +407,27 @@ def apply_calibration(p: np.ndarray, params: dict[str, float], family: str, fp8_
     # files before v2 lack it and keep the datasheet figure).
     q[K.LINK_BW] *= params.get(f"link_eff_{link}", 1.0)
     kern = KERNELS_OF.get(family, family)
-    q[K.EFF_MAX] = min(1.0, q[K.EFF_MAX] * params[f"eff_scale_{kern}"])
+    if f"eff_scale_{kern}" not in params:
+        kern = PROFILE_OF.get(kern, kern)
+    ckern = COMPUTE_OF.get(family, kern)
+    q[K.EFF_MAX] = min(1.0, q[K.EFF_MAX] * params[f"eff_scale_{ckern}"])
     q[K.EFF_HALF_TOKENS] = params["t_half"]
     q[K.EFF_MEM] = params[f"eff_mem_{kern}"]
-    q[K.EFF_ATTN] = params["eff_attn"]
+    q[K.EFF_ATTN] = params.get(f"eff_attn_{ckern}", params["eff_attn"])
+    # Engine-specific kernels of a later generation (fitted where the data separate them; absent
+    # keys keep the first-principles 1.0): grouped MoE GEMMs' share of the dense GEMM rate, and the
+    # small all-reduce's latency against NCCL's (vLLM's custom all-reduce, CUDA graphs).
+    q[K.EFF_MOE] = params.get(f"eff_moe_{kern}", 1.0)
+    # FP8 grouped kernels (per-token dynamic activation scales) stream their weights unlike BF16 ones.
+    mem_key = f"eff_moe_mem_fp8_{kern}" if fp8_compute else f"eff_moe_mem_{kern}"
+    q[K.EFF_MOE_MEM] = params.get(mem_key, 1.0)
+    q[K.EFF_KV] = params.get(f"eff_kv_{kern}", 1.0)
+    q[K.LINK_BW] *= params.get(f"link_eff_{kern}", 1.0)  # a later all-reduce's share, relative to the shared fit
+    q[K.COLLECTIVE_LATENCY_S] *= params.get(f"allreduce_scale_{kern}", 1.0)
     if fp8_compute:
-        q[K.PEAK_FLOPS] *= params["fp8_eff"]
-    # sglang-rocm has no measurements of its own: SGLang's overhead on NVIDIA stands in.
-    q[K.STEP_OVERHEAD_S] = params[f"overhead_{family}"] if f"overhead_{family}" in params else params["overhead_sglang"]
+        q[K.PEAK_FLOPS] *= params.get(f"fp8_eff_{kern}", params["fp8_eff"])
+    fam = family if f"overhead_{family}" in params else PROFILE_OF.get(family, family)
+    q[K.STEP_OVERHEAD_S] = params[f"overhead_{fam}"]
     return q
 
 
@@ -400,6 +443,7 @@ def cost_params(
     spec: Speculation | None = None,
     dp: int = 1,
     ep: int = 1,
+    engine_version: str | None = None,
 ) -> np.ndarray:
     """The parameter vector of :func:`stacksim.kernels.cost.step_time` for one replica.
 
@@ -413,12 +457,12 @@ def cost_params(
     step overhead: its passes run inside the target's engine step, whose scheduling and
     sampling overhead is counted once.
     """
-    p = _params(model, acc, tp, pp, precision, kv_cache_dtype, calibration, engine_kind, dp, ep)
+    p = _params(model, acc, tp, pp, precision, kv_cache_dtype, calibration, engine_kind, dp, ep, engine_version)
     if spec is not None:
         p[K.SPEC_K] = spec.k
         p[K.SPEC_TOKENS] = spec.tokens_per_step
         if spec.proposer is not None:
-            d = _params(spec.proposer, acc, tp, 1, precision, kv_cache_dtype, calibration, engine_kind)
+            d = _params(spec.proposer, acc, tp, 1, precision, kv_cache_dtype, calibration, engine_kind, engine_version=engine_version)
             d[K.STEP_OVERHEAD_S] = 0.0
             p[K.SPEC_PROPOSER] = 1.0
             p[K.PROPOSER : K.PROPOSER + K.N_STEP_PARAMS] = d[: K.N_STEP_PARAMS]
@@ -426,10 +470,10 @@ def cost_params(
 
 
 def _params(model: ModelArch, acc: Accelerator, tp: int, pp: int, precision: str, kv_cache_dtype: str,
-            calibration: str, engine_kind: str, dp: int = 1, ep: int = 1) -> np.ndarray:
+            calibration: str, engine_kind: str, dp: int = 1, ep: int = 1, engine_version: str | None = None) -> np.ndarray:
     p = _first_principles(model, acc, tp, pp, precision, kv_cache_dtype, dp, ep)
     if calibration == "calibrated":
-        p = apply_calibration(p, calibrated_parameters(), engine_family(engine_kind, acc), compute_precision(acc, precision) in LOW_PRECISION,
+        p = apply_calibration(p, calibrated_parameters(), engine_family(engine_kind, acc, engine_version), compute_precision(acc, precision) in LOW_PRECISION,
                               link_class(acc))
     return p
 
@@ -453,6 +497,12 @@ def _first_principles(model: ModelArch, acc: Accelerator, tp: int, pp: int, prec
         p[K.LIN_FLOPS_PER_TOKEN] = 2.0 * (active_nonembed - expert_active) * stage / dp + 2.0 * expert_active / (ep * pp)
     else:
         p[K.LIN_FLOPS_PER_TOKEN] = 2.0 * active_nonembed * stage
+    if moe:
+        expert_active = model.experts_per_token * expert_one
+        p[K.EXPERT_FLOPS_PER_TOKEN] = 2.0 * expert_active / ((ep if ep > 1 else tp) * pp)
+    p[K.EFF_MOE] = 1.0  # first principles: grouped expert GEMMs as efficient as dense ones (fitted per engine)
+    p[K.EFF_MOE_MEM] = 1.0
+    p[K.EFF_KV] = 1.0  # first principles: the KV cache streams like the weights
     # The LM head runs on the last stage only; spread over stages it keeps pp*stage time right.
     p[K.LMHEAD_FLOPS_PER_LOGIT] = 2.0 * model.hidden_size * model.vocab_size * stage / dp
     p[K.ATTN_FLOPS_PER_PAIR] = model.attention_flops_per_pair() * stage / dp
@@ -493,3 +543,17 @@ def _first_principles(model: ModelArch, acc: Accelerator, tp: int, pp: int, prec
     p[K.COLLECTIVE_LATENCY_S] = collective_latency_s(max(tp, ep))
     p[K.PP] = pp
     return p
+
+
+def frontend_latency_s(engine_kind: str, acc: Accelerator, version: str | None = None) -> float:
+    """Seconds a request spends outside the engine's step loop, once: the API server's HTTP
+    handling and tokenisation, the hop to the engine process (vLLM V1 runs its EngineCore in a
+    process of its own, talking over ZMQ) and the streamed chunks' way back. Fitted per engine
+    family where serving runs measure it (``frontend_<family>``, calibration/REPORT.md); 0 for
+    families fitted on kernel-level tables only, which cannot see it."""
+    params = calibrated_parameters()
+    family = engine_family(engine_kind, acc, version)
+    for fam in (family, PROFILE_OF.get(family, family), KERNELS_OF.get(family, family)):
+        if f"frontend_{fam}" in params:
+            return float(params[f"frontend_{fam}"])
+    return 0.0

@@ -40,6 +40,7 @@ class DeploymentRuntime:
         self.params = rd.params
         self.plan = rd.plan
         self.max_model_len = rd.max_model_len
+        self.frontend_s = rd.frontend_s
         self.reqs = reqs
         self.itl_hist = np.zeros(K.HIST_BINS)
         self._on_done = on_done
@@ -82,7 +83,7 @@ class DeploymentRuntime:
         reqs.finish_s[bad] = reqs.arrival_s[bad]
         self.rejected_too_long = int(bad.size)
         ok = rids[~too_long]
-        ok_t = times[~too_long]
+        ok_t = times[~too_long] + self.frontend_s  # they reach the scheduler after the API server (see submit)
         where = self.balancer.assign(ok.size)
         for i, r in enumerate(self.replicas):
             mine = where == i
@@ -132,9 +133,13 @@ class DeploymentRuntime:
         return len(rids)
 
     def submit(self, rid: int) -> None:
+        """A request reaches the engine's API server. With a fitted front-end latency (HTTP,
+        tokenisation, the hop to the engine process and the streamed chunks' way back:
+        serving/costmodel.frontend_latency_s) it joins the scheduler that much later, so TTFT and
+        end-to-end latency both carry it once; while in the front end it cannot be cancelled."""
         reqs = self.reqs
         if self.inp[rid] + self.out[rid] > self.max_model_len:
-            # vLLM answers 400: prompt + max_tokens exceed the model's max length.
+            # vLLM answers 400 at once: prompt + max_tokens exceed the model's max length.
             reqs.status[rid] = REJECTED
             reqs.finish_s[rid] = self.env.now
             self.rejected_too_long += 1
@@ -142,6 +147,14 @@ class DeploymentRuntime:
             if self.on_complete is not None:
                 self.on_complete(rid)
             return
+        if self.frontend_s > 0.0:
+            ev = self.env.timeout(self.frontend_s)
+            ev.callbacks.append(lambda _e, rid=rid: self._enqueue(rid))
+            return
+        self._enqueue(rid)
+
+    def _enqueue(self, rid: int) -> None:
+        reqs = self.reqs
         if self.autoscaler is not None and self.autoscaler.hold(rid):
             return  # no replica serves now: it waits for one (a cold start), never dropped
         if self.balancer.shared:

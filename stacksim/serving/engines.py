@@ -44,8 +44,24 @@ def sglang_mem_fraction_static(tp: int) -> float:
     return 0.88
 
 
-def concrete(eng: S.VllmEngine, acc: Accelerator, tp: int) -> S.VllmEngine:
+# Weight formats whose TensorRT-LLM checkpoints carry an FP8 KV cache: NVIDIA ModelOpt's FP8 and
+# NVFP4 recipes quantise the KV cache to FP8 (the shared calibration README: "the KV cache is FP8
+# where the table says so", as in every FP8 row of TensorRT-LLM's perf overview). vLLM and SGLang
+# keep "auto" = the activations' 16-bit dtype unless told (vLLM --kv-cache-dtype auto).
+TRTLLM_FP8_KV_PRECISIONS = ("fp8", "nvfp4", "fp4", "mxfp4")
+
+
+def kv_cache_dtype(eng: S.VllmEngine, precision: str) -> str:
+    """The KV-cache dtype the engine really runs: ``auto`` is each engine's own default."""
+    if eng.kv_cache_dtype == "auto" and eng.kind == "trtllm" and precision in TRTLLM_FP8_KV_PRECISIONS:
+        return "fp8"
+    return eng.kv_cache_dtype
+
+
+def concrete(eng: S.VllmEngine, acc: Accelerator, tp: int, precision: str | None = None) -> S.VllmEngine:
     """The engine with every setting the profile leaves to start-up rules filled in."""
+    if precision is not None and kv_cache_dtype(eng, precision) != eng.kv_cache_dtype:
+        eng = eng.model_copy(update={"kv_cache_dtype": kv_cache_dtype(eng, precision)})
     if isinstance(eng, S.SglangEngine):
         update: dict[str, object] = {}
         if eng.max_num_batched_tokens is None:

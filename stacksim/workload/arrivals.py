@@ -81,6 +81,106 @@ def closed_loop(spec: S.ClosedLoop, rng: np.random.Generator, horizon: float, li
     return np.zeros(n)
 
 
+# --------------------------------------------------------------------------- load stages
+#
+# inference-perf's timers, read at kubernetes-sigs/inference-perf@3b6f82a03d75212b06c5e0bdef7710b04c033300
+# (Nov 2025; its LoadConfig and SharedPrefix fields are exactly those of the blis-training runs'
+# results/config.yaml) and unchanged at @7de5ef2 (Aug 2026), inference_perf/loadgen/load_timer.py:
+# - ConstantLoadTimer(rate, duration): num_requests = int(rate * duration); intervals =
+#   exponential(1 / rate, num_requests), rescaled by duration / sum(intervals); the request times
+#   are the running sum from the stage start. Not evenly spaced: the count is exact and the last
+#   request lands on the stage's end.
+# - PoissonLoadTimer(rate): each second, req_count = poisson(rate); none: skip the second; else
+#   ConstantLoadTimer(req_count, 1.0) spreads them over that second. load_generator.py run_stage
+#   takes num_requests = int(rate * duration) times from it, whatever time they reach.
+# - load_generator.py run_stage / mp_run: stages run in order; the next starts after every request
+#   of this one has finished, a sleep of load.interval (1.0 s) and a 1 s head start.
+
+
+def _ip_constant(rng: np.random.Generator, rate: float, duration: float) -> np.ndarray:
+    n = int(rate * duration)  # as inference-perf counts (int() truncates)
+    gaps = rng.exponential(1.0 / rate, n)
+    t = np.cumsum(gaps * (duration / gaps.sum()))
+    t[-1] = duration  # exactly, not off by rounding
+    return t
+
+
+def _ip_poisson(rng: np.random.Generator, rate: float, duration: float) -> np.ndarray:
+    n = int(rate * duration)
+    parts: list[np.ndarray] = []
+    second = 0
+    have = 0
+    while have < n:
+        counts = rng.poisson(rate, max(16, int(1.2 * (n - have) / rate) + 16))
+        busy = np.flatnonzero(counts)
+        c = counts[busy]
+        gaps = rng.exponential(1.0, int(c.sum()))  # the scale cancels in the rescaling
+        ends = np.cumsum(c)
+        run = np.cumsum(gaps)
+        before = np.concatenate(([0.0], run[ends[:-1] - 1])) if len(c) else np.empty(0)
+        total = run[ends - 1] - before if len(c) else np.empty(0)
+        seg = np.repeat(np.arange(len(c)), c)
+        frac = (run - before[seg]) / total[seg]  # in (0, 1], the second's last request on its end
+        parts.append(second + busy[seg] + frac)
+        second += len(counts)
+        have += len(frac)
+    return np.concatenate(parts)[:n] if parts else np.empty(0)
+
+
+def _deterministic_stage(rng: np.random.Generator, rate: float, duration: float) -> np.ndarray:
+    n = int(rate * duration)
+    return np.minimum(np.arange(1, n + 1, dtype=np.float64) / rate, duration)
+
+
+def stage_arrivals(spec: S.MultiStage, rng: np.random.Generator, horizon: float,
+                   limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Arrival times of a ``multi_stage`` process and the stage of each (0, 1, ...). A stage starts
+    ``gap_s`` after the one before it ended: at its last request for the inference_perf
+    processes, at the end of its window for the others. Raises ValueError when the stages, as
+    written, would run past the horizon."""
+    end = spec.nominal_end_s
+    if end > horizon:
+        raise ValueError(f"the stages run {end:g} s (durations plus gap_s) but horizon_s is {horizon:g}; raise "
+                         f"horizon_s to at least {end:g} or shorten the stages")
+    times: list[np.ndarray] = []
+    stage: list[np.ndarray] = []
+    start = 0.0
+    for k, st in enumerate(spec.stages):
+        rate, dur = st.rate_per_s, st.duration_s
+        if spec.process == "inference_perf_constant":
+            t = _ip_constant(rng, rate, dur)
+        elif spec.process == "inference_perf_poisson":
+            t = _ip_poisson(rng, rate, dur)
+        elif spec.process == "deterministic":
+            t = _deterministic_stage(rng, rate, dur)
+        elif spec.process == "poisson":
+            t = _renewal(lambda n, s=1.0 / rate: rng.exponential(s, n), 1.0 / rate, dur, None)
+        else:  # gamma
+            assert spec.cv is not None
+            shape = 1.0 / spec.cv**2
+            t = _renewal(lambda n, k=shape, s=1.0 / (rate * shape): rng.gamma(k, s, n), 1.0 / rate, dur, None)
+        t = start + t
+        times.append(t)
+        stage.append(np.full(len(t), k, dtype=np.int64))
+        # inference-perf moves on once a stage's requests are sent (and answered: not modelled);
+        # the other processes fill a window of the stage's duration.
+        ip = spec.process.startswith("inference_perf")
+        start = (float(t[-1]) if ip else start + dur) + spec.gap_s
+    out = np.concatenate(times)
+    idx = np.concatenate(stage)
+    # Only inference_perf_poisson can overrun the stages' nominal end; an arrival on the horizon
+    # itself (the last stage's end) is kept.
+    keep = out <= horizon
+    out, idx = out[keep], idx[keep]
+    if limit is not None:
+        out, idx = out[:limit], idx[:limit]
+    return out, idx
+
+
+def multi_stage(spec: S.MultiStage, rng: np.random.Generator, horizon: float, limit: int | None, **_: object) -> np.ndarray:
+    return stage_arrivals(spec, rng, horizon, limit)[0]
+
+
 ARRIVALS: dict[str, Callable[..., np.ndarray]] = {
     "offline": offline,
     "closed_loop": closed_loop,
@@ -88,4 +188,5 @@ ARRIVALS: dict[str, Callable[..., np.ndarray]] = {
     "gamma": gamma,
     "deterministic": deterministic,
     "trace": trace,
+    "multi_stage": multi_stage,
 }
