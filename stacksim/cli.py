@@ -745,7 +745,7 @@ def catalog(
             t.add_row(lab, f.family, _fmt(float(f.median_days), 0), _fmt(float(f.empirical_median_days), 0),
                       f"{f.n_lifetimes} ({f.n_censored})", _fmt(float(notice[len(notice) // 2]), 0) if notice else "-", str(len(notice)))
     elif kind.startswith("eng"):
-        from stacksim.serving.versions import BANDS, DEFAULT_VERSION
+        from stacksim.catalog.versions import BANDS, DEFAULT_VERSION
 
         t = Table(title="engine versions (engine.version / predict --engine-version; fitted profiles in calibration/REPORT.md)")
         for c in ("engine", "releases", "profile", "data behind it"):
@@ -760,7 +760,7 @@ def catalog(
 
 
 def _parse_version(v: str) -> tuple[int, int]:
-    from stacksim.serving.versions import parse
+    from stacksim.catalog.versions import parse
 
     return parse(v)
 

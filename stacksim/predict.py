@@ -13,13 +13,12 @@ from typing import Any
 import numpy as np
 
 from stacksim.api import run_scenario
-from stacksim.catalog import UnknownId, get_accelerator, get_model
+from stacksim.catalog import UnknownId, get_accelerator, get_model, versions
 from stacksim.errors import Problem, ScenarioError, StackSimError
 from stacksim.scenario import load_scenario_text
-from stacksim.serving import versions
 from stacksim.serving.capacity import capacity_message
 from stacksim.serving.costmodel import WEIGHT_BYTES
-from stacksim.serving.engines import ENGINE_KINDS, TRTLLM_FP8_KV_PRECISIONS, trtllm_bench_engine
+from stacksim.serving.engines import ENGINE_KINDS, default_kv_dtype, trtllm_bench_engine
 
 # Flags named in error messages instead of the scenario fields they fill.
 FLAG_OF = {
@@ -75,7 +74,7 @@ class PredictArgs:
     precision: str = "bf16"
     kv_precision: str = "auto"
     engine: str = "vllm"
-    engine_version: str | None = None  # None: the engine's current release (serving/versions.py)
+    engine_version: str | None = None  # None: the engine's current release (catalog/versions.py)
     isl: int | None = None  # None: 1000 (fixed), or what --isl-dist sets
     osl: int | None = None
     offline: bool = False
@@ -334,8 +333,8 @@ def _trtllm_bench(a: PredictArgs) -> dict[str, float]:
         return {}
     if a.precision not in WEIGHT_BYTES or a.isl is None or a.osl is None:
         return {}
-    kv = "fp8" if a.kv_precision == "auto" and a.precision in TRTLLM_FP8_KV_PRECISIONS else a.kv_precision
-    return trtllm_bench_engine(m, acc, a.tp, a.pp, a.precision, kv, a.isl, a.osl)
+    return trtllm_bench_engine(m, acc, a.tp, a.pp, a.precision, default_kv_dtype(a.engine, a.kv_precision, a.precision),
+                               a.isl, a.osl)
 
 
 def load_label(a: PredictArgs) -> str:
@@ -400,7 +399,7 @@ def predict(a: PredictArgs) -> dict[str, Any]:
         "dp": a.dp,
         "ep": a.ep,
         "precision": a.precision,
-        "kv_precision": "fp8" if a.engine == "trtllm" and a.kv_precision == "auto" and a.precision in TRTLLM_FP8_KV_PRECISIONS else a.kv_precision,
+        "kv_precision": default_kv_dtype(a.engine, a.kv_precision, a.precision),
         "engine": a.engine,
         "engine_version": versions.band(a.engine, a.engine_version).label,
         "isl": a.isl,

@@ -1,4 +1,4 @@
-"""Engine versions (serving/versions.py) and the current-engine calibration (calibration/modern.py).
+"""Engine versions (catalog/versions.py) and the current-engine calibration (calibration/modern.py).
 
 The measured anchors are vLLM v0.15.1 serving runs on H100 SXM (shared/calibration/
 modern_vllm_trainval.csv, raw/blis-training): the symptoms issue #16 opened with are checked
@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
-from stacksim.catalog import get_accelerator, get_model
+from stacksim.catalog import get_accelerator, get_model, versions
 from stacksim.errors import StackSimError
 from stacksim.kernels import cost as K
 from stacksim.predict import PredictArgs, predict
-from stacksim.serving import costmodel, versions
+from stacksim.serving import costmodel
 
 from .conftest import ROOT, SHARED
 

@@ -25,7 +25,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from stacksim import predict as P
+from stacksim.api import run_scenario
+from stacksim.calibration import fit as F
 from stacksim.calibration import modern as M
+from stacksim.calibration.data import external_points
+from stacksim.catalog import get_accelerator, get_model
+from stacksim.kernels import cost as K
+from stacksim.predict import PredictArgs
+from stacksim.scenario import load_scenario_text
 from stacksim.serving import costmodel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +52,6 @@ NIM_TRTLLM_ITL_S = 4.63e-3
 def batch1_checks(params: dict[str, float]) -> list[tuple[str, float, float]]:
     """(what, measured ms, predicted ms) of batch-1 decode steps with published figures: NIM's
     TensorRT-LLM and vLLM 0.19's own (Llama-3.1-8B on one H100, ~1k tokens of context)."""
-    from stacksim.catalog import get_accelerator, get_model
-    from stacksim.kernels import cost as K
 
     out = []
     for what, engine, version, prec, kv, measured in (
@@ -61,9 +67,6 @@ def batch1_checks(params: dict[str, float]) -> list[tuple[str, float, float]]:
 def external_trtllm(params: dict[str, float]) -> list[tuple[str, float, int]]:
     """Median absolute error on the held-out TensorRT-LLM 1.x perf-overview figures
     (calibration/data/external_trtllm_v1.csv) with each TensorRT-LLM band's profile."""
-    from stacksim.calibration import fit as F
-    from stacksim.calibration.data import external_points
-    from stacksim.catalog import get_accelerator, get_model
 
     prep = F.prepare(external_points())
     out = []
@@ -97,12 +100,6 @@ def external_checks(params: dict[str, float]) -> list[dict[str, object]]:
     - NVIDIA NIM 1.8.0 (TensorRT-LLM), Llama-3.3-70B FP8 on 2 x H100 (TP2), concurrency 1-250 at
       5000/500 and 500/2000 tokens: mean TTFT and ITL, by ``stacksim predict --concurrency``
       (both TensorRT-LLM bands; NIM does not name its TensorRT-LLM release)."""
-    from stacksim import predict as P
-    from stacksim.api import run_scenario
-    from stacksim.catalog import get_accelerator, get_model
-    from stacksim.kernels import cost as K
-    from stacksim.predict import PredictArgs
-    from stacksim.scenario import load_scenario_text
 
     if not EXTERNAL_CSV.exists():
         return []
@@ -248,7 +245,7 @@ def write_report(df: pd.DataFrame, vals: dict[str, float], batch1: list[tuple[st
         "",
         ("Batch-1 decode step of Llama-3.1-8B on one H100 (~1k tokens of context) against published figures not "
          "in the fit (calibration/data/external_modern_SOURCES.md); TensorRT-LLM 1.x borrows this family's memory side "
-         "and step time (serving/versions.py):"),
+         "and step time (catalog/versions.py):"),
         "",
         "| engine | measured ms | stacksim ms |",
         "|---|---|---|",

@@ -28,8 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
+from scipy.optimize import least_squares
 
+from stacksim.api import run_scenario
 from stacksim.calibration.data import shared_dir
+from stacksim.catalog import get_model
+from stacksim.scenario import load_scenario_text
+from stacksim.serving import costmodel
 
 # Hugging Face names in the shared data -> catalog ids, with the precision the checkpoint runs in.
 HF_MODELS = {
@@ -130,7 +136,6 @@ def blis_training(root: Path) -> list[Experiment]:
     base = root / "calibration" / "raw" / "blis-training" / "default_args"
     if not base.exists():
         return []
-    import yaml
 
     out = []
     for run in sorted(p for p in base.iterdir() if p.is_dir()):
@@ -202,9 +207,6 @@ workloads:
 def simulate(ex: Experiment, stage: int, horizon_s: float = 120.0, seed: int = 0, version: str | None = None,
              params: dict[str, float] | None = None) -> dict[str, float]:
     """Mean E2E, TTFT and inter-token latency (ms) of ``stage`` of ``ex`` as simulated."""
-    from stacksim.api import run_scenario
-    from stacksim.scenario import load_scenario_text
-    from stacksim.serving import costmodel
 
     with costmodel.override_parameters(params if params is not None else costmodel.calibrated_parameters()):
         res = run_scenario(load_scenario_text(scenario_yaml(ex, stage, horizon_s, seed, version), None))
@@ -329,7 +331,6 @@ def fit_family(exps: list[Experiment], base: dict[str, float], start: dict[str, 
                pool=None, max_nfev: int = 60, free: tuple[str, ...] = FREE) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """Fit the family's free parameters to ``exps`` (robust least squares in log space, weak
     log-normal prior around the previous generation's values)."""
-    from scipy.optimize import least_squares
 
     prior = prior_values(base)
     start = dict(prior if start is None else start)
@@ -361,6 +362,5 @@ def fit_family(exps: list[Experiment], base: dict[str, float], start: dict[str, 
 
 
 def _is_moe(model: str) -> bool:
-    from stacksim.catalog import get_model
 
     return bool(get_model(model).is_moe)

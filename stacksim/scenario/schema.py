@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from stacksim.catalog import versions
 from stacksim.scenario.schema_base import Name, Strict
 from stacksim.scenario.schema_disagg import Disaggregated
 from stacksim.scenario.schema_gateway import Gateway, PromptRepeats
@@ -22,7 +23,6 @@ from stacksim.scenario.schema_kv_offload import KvOffload
 from stacksim.scenario.schema_lifecycle import Lifecycle
 from stacksim.scenario.schema_lora import Lora, LoraTenants
 from stacksim.scenario.schema_stack import Fault, ProviderEndpoint, Region, ResidencyClass
-from stacksim.serving import versions
 
 # --------------------------------------------------------------------------- compute
 

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stacksim.catalog import Accelerator, ModelArch
+from stacksim.catalog import Accelerator, ModelArch, versions
 from stacksim.kernels import cost as K
-from stacksim.serving import versions
 
 GIB = 1024**3
 
@@ -370,7 +369,7 @@ def override_parameters(params: dict[str, float]) -> Iterator[None]:
 
 
 def engine_family(engine_kind: str, acc: Accelerator, version: str | None = None) -> str:
-    """Which fitted profile applies: the engine's version band (serving/versions.py); vLLM and
+    """Which fitted profile applies: the engine's version band (catalog/versions.py); vLLM and
     SGLang on AMD GPUs (ROCm kernels, measured in 2024) are their own family whatever the version."""
     if engine_kind == "vllm" and acc.vendor.strip().lower() == "amd":
         return "vllm-rocm"
@@ -383,7 +382,7 @@ def engine_family(engine_kind: str, acc: Accelerator, version: str | None = None
 # libraries); what the measurements separate is its per-step overhead (calibration/fit.py). Its
 # compute and memory efficiencies are vLLM's of the same era on the same vendor.
 KERNELS_OF = {"sglang": "vllm", "sglang-rocm": "vllm-rocm", "sglang-0.5": "vllm-v1"}
-# Families with no measurement of their own borrow a neighbour's profile (serving/versions.py says
+# Families with no measurement of their own borrow a neighbour's profile (catalog/versions.py says
 # which and why) ...
 PROFILE_OF = {"sglang-0.5": "vllm-v1", "trtllm-1": "vllm-v1", "sglang-rocm": "sglang"}
 # ... except the compute side (matmul and attention efficiency), which TensorRT-LLM 1.x keeps from

@@ -51,11 +51,15 @@ def sglang_mem_fraction_static(tp: int) -> float:
 TRTLLM_FP8_KV_PRECISIONS = ("fp8", "nvfp4", "fp4", "mxfp4")
 
 
-def kv_cache_dtype(eng: S.VllmEngine, precision: str) -> str:
-    """The KV-cache dtype the engine really runs: ``auto`` is each engine's own default."""
-    if eng.kv_cache_dtype == "auto" and eng.kind == "trtllm" and precision in TRTLLM_FP8_KV_PRECISIONS:
+def default_kv_dtype(kind: str, kv_cache_dtype: str, precision: str) -> str:
+    """The KV-cache dtype an engine really runs: ``auto`` is each engine's own default."""
+    if kv_cache_dtype == "auto" and kind == "trtllm" and precision in TRTLLM_FP8_KV_PRECISIONS:
         return "fp8"
-    return eng.kv_cache_dtype
+    return kv_cache_dtype
+
+
+def kv_cache_dtype(eng: S.VllmEngine, precision: str) -> str:
+    return default_kv_dtype(eng.kind, eng.kv_cache_dtype, precision)
 
 
 def concrete(eng: S.VllmEngine, acc: Accelerator, tp: int, precision: str | None = None) -> S.VllmEngine:
