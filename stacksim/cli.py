@@ -422,6 +422,9 @@ def predict(
                                                                  "default).")] = None,
     prefix_caching: Annotated[bool | None, typer.Option("--prefix-caching/--no-prefix-caching", help="Engine: automatic "
                                                         "prefix caching (on by default).")] = None,
+    async_scheduling: Annotated[bool | None, typer.Option("--async-scheduling/--no-async-scheduling", help="Engine: plan "
+                                                          "the next step while one runs (default: the release's; on for "
+                                                          "vLLM 0.14+).")] = None,
     kv_offloading_size: Annotated[float | None, typer.Option(help="Engine: CPU memory for offloaded KV blocks, GiB per "
                                                              "replica (vLLM --kv-offloading-size).")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Engine: longest prompt + output accepted (default: --isl + "
@@ -443,7 +446,7 @@ def predict(
                        isl_dist=isl_dist, osl_dist=osl_dist, system_prompt_len=system_prompt_len, num_groups=num_groups,
                        prompts_per_group=prompts_per_group, multi_turn=multi_turn, max_num_seqs=max_num_seqs,
                        max_num_batched_tokens=max_num_batched_tokens, gpu_memory_utilization=gpu_memory_utilization,
-                       prefix_caching=prefix_caching, kv_offloading_size_gib=kv_offloading_size, max_model_len=max_model_len)
+                       prefix_caching=prefix_caching, async_scheduling=async_scheduling, kv_offloading_size_gib=kv_offloading_size, max_model_len=max_model_len)
     try:
         res = run_predict(args)
     except (StackSimError, UnknownId) as exc:
@@ -745,14 +748,21 @@ def catalog(
             t.add_row(lab, f.family, _fmt(float(f.median_days), 0), _fmt(float(f.empirical_median_days), 0),
                       f"{f.n_lifetimes} ({f.n_censored})", _fmt(float(notice[len(notice) // 2]), 0) if notice else "-", str(len(notice)))
     elif kind.startswith("eng"):
-        from stacksim.catalog.versions import BANDS, DEFAULT_VERSION
+        from stacksim.catalog.versions import ASYNC_SCHEDULING_FROM, BANDS, DEFAULT_VERSION
 
         t = Table(title="engine versions (engine.version / predict --engine-version; fitted profiles in calibration/REPORT.md)")
-        for c in ("engine", "releases", "profile", "data behind it"):
+        for c in ("engine", "releases", "profile", "async scheduling", "data behind it"):
             t.add_column(c, overflow="fold")
         for b in BANDS:
             cur = " (default)" if b.contains(_parse_version(DEFAULT_VERSION[b.kind])) else ""
-            t.add_row(b.kind, b.label + cur, b.family, b.data + (f"; borrows {b.borrows}" if b.borrows else ""))
+            first = ASYNC_SCHEDULING_FROM[b.kind]
+            if b.lo >= first:
+                asy = "on"
+            elif b.hi is not None and b.hi <= first:
+                asy = "off"
+            else:
+                asy = f"on from {first[0]}.{first[1]}"
+            t.add_row(b.kind, b.label + cur, b.family, asy, b.data + (f"; borrows {b.borrows}" if b.borrows else ""))
     else:
         _fail(StackSimError(f"unknown catalog '{kind}'; valid: accelerators, models, engines, providers, regions, lifecycle"))
         return

@@ -38,6 +38,7 @@ FLAG_OF = {
     "deployments.model.engine.max_num_batched_tokens": "--max-num-batched-tokens",
     "deployments.model.engine.gpu_memory_utilization": "--gpu-memory-utilization",
     "deployments.model.engine.prefix_caching": "--prefix-caching",
+    "deployments.model.engine.async_scheduling": "--async-scheduling",
     "deployments.model.engine.kv_offload": "--kv-offloading-size",
     "deployments.model.engine.kv_offload.cpu_gib": "--kv-offloading-size",
     "workloads.load.input_tokens": "--isl-dist",
@@ -98,6 +99,7 @@ class PredictArgs:
     max_num_batched_tokens: int | None = None
     gpu_memory_utilization: float | None = None
     prefix_caching: bool | None = None
+    async_scheduling: bool | None = None
     kv_offloading_size_gib: float | None = None
     max_model_len: int | None = None
 
@@ -196,7 +198,8 @@ def _scenario_yaml(a: PredictArgs) -> str:
         engine["max_model_len"] = isl + osl  # every request fits exactly; otherwise the model's context
     engine.update(_trtllm_bench(a))
     for key, v in (("max_num_seqs", a.max_num_seqs), ("max_num_batched_tokens", a.max_num_batched_tokens),
-                   ("gpu_memory_utilization", a.gpu_memory_utilization), ("prefix_caching", a.prefix_caching)):
+                   ("gpu_memory_utilization", a.gpu_memory_utilization), ("prefix_caching", a.prefix_caching),
+                   ("async_scheduling", a.async_scheduling)):
         if v is not None:
             engine[key] = v
     if a.kv_offloading_size_gib is not None:

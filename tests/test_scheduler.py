@@ -96,6 +96,33 @@ def test_exact_timeline_arrival_joins_at_next_boundary() -> None:
     assert r1.first_token_s == pytest.approx(t, rel=1e-12)
 
 
+def test_async_scheduling_admits_an_arrival_one_step_later() -> None:
+    """With asynchronous scheduling the engine planned step n+1 before step n ended, so a request
+    arriving during step n joins step n+2: r1 waits one more decode iteration of r0 than in
+    :func:`test_exact_timeline_arrival_joins_at_next_boundary`. An idle engine takes r0 at once."""
+    text = TINY.format(horizon=2.5, lb="round_robin", inp=600, out=300).replace(
+        "max_num_batched_tokens: 512,", "max_num_batched_tokens: 512, async_scheduling: true,")
+    df = run(text)
+    r0, r1 = df.iloc[0], df.iloc[1]
+    p = _p()
+    assert r0.admitted_s == 1.0  # idle: no lag
+    t = 1.0 + step(p, [(0, 512)], 0, 0, 0)
+    t = t + step(p, [(512, 88)], 0, 0, 1)
+    assert r0.first_token_s == pytest.approx(t, rel=1e-12)
+    ctx = 600
+    while t < 2.0:  # the iteration during which r1 arrives
+        t += step(p, [], 1, ctx, 1)
+        ctx += 1
+    t += step(p, [], 1, ctx, 1)  # the iteration planned before r1 arrived
+    ctx += 1
+    assert r1.admitted_s == pytest.approx(t, rel=1e-12)
+    t += step(p, [(0, 511)], 1, ctx, 1)
+    ctx += 1
+    t += step(p, [(511, 89)], 1, ctx, 2)
+    assert r1.first_token_s == pytest.approx(t, rel=1e-12)
+    pd.testing.assert_frame_equal(df, run(text, reference=True))
+
+
 def test_no_chunked_prefill_runs_prefill_alone() -> None:
     """Without chunked prefill a step is all prefill or all decode (vLLM V0)."""
     text = TINY.format(horizon=1.5, lb="round_robin", inp=300, out=3).replace(
@@ -127,6 +154,7 @@ deployments:
       max_num_seqs: {seqs}
       max_num_batched_tokens: {tokens}
       enable_chunked_prefill: {chunked}
+      async_scheduling: {asy}
       block_size: {block}
       gpu_memory_utilization: {util}
       max_model_len: 4096
@@ -156,6 +184,7 @@ def random_scenarios(draw: st.DrawFn) -> str:
         seqs=seqs,
         tokens=draw(st.integers(max(seqs, 16), 2048)) if chunked else 4096,
         chunked=str(chunked).lower(),
+        asy=str(draw(st.booleans())).lower(),
         block=draw(st.sampled_from([8, 16, 32])),
         lb=draw(st.sampled_from(["round_robin", "least_outstanding", "random", "shared_queue"])),
         arrival=arrival,
@@ -175,11 +204,12 @@ def test_compiled_scheduler_equals_reference(text: str) -> None:
     pd.testing.assert_frame_equal(fast, ref)
 
 
-def test_preemption_happens_and_twins_agree() -> None:
+@pytest.mark.parametrize("asy", ["false", "true"])
+def test_preemption_happens_and_twins_agree(asy: str) -> None:
     """A KV cache far too small for the offered load preempts (and recomputes) requests."""
     text = RANDOM.format(
         seed=3, horizon=30, drain="true", acc="l4", util=0.85, replicas=1, seqs=64, tokens=2048,
-        chunked="true", block=16, lb="round_robin", arrival="poisson", rate=6, cv="", inp=1500, out=300,
+        chunked="true", asy=asy, block=16, lb="round_robin", arrival="poisson", rate=6, cv="", inp=1500, out=300,
     )  # 30 s of arrivals take ~6 minutes to drain: overloaded, yet inside the drain limit (20 horizons)
     fast = run(text)
     ref = run(text, reference=True)
@@ -217,15 +247,16 @@ deployments:""",
     np.testing.assert_allclose(c["finish_s"], a["finish_s"], rtol=0.01)
 
 
-@pytest.mark.parametrize("lb", ["round_robin", "least_outstanding", "shared_queue"])
-def test_closed_loop_twins_agree(lb: str) -> None:
+@pytest.mark.parametrize("lb,version", [("round_robin", "0.6"), ("least_outstanding", "0.6"), ("shared_queue", "0.6"),
+                                        ("shared_queue", "0.15"), ("least_outstanding", "0.15")])
+def test_closed_loop_twins_agree(lb: str, version: str) -> None:
     """Closed-loop clients (requests created as others finish) give identical records on the
     compiled and the reference scheduler."""
     text = f"""
 horizon_s: 20
 drain: true
 pools: {{g: {{accelerator: l4, count: 2, price_usd_per_gpu_hour: 1.0}}}}
-deployments: {{d: {{model: llama-3.2-3b, pool: g, replicas: 2, engine: {{version: "0.6", max_num_seqs: 16, max_model_len: 4096}}, load_balancer: {{kind: {lb}}}}}}}
+deployments: {{d: {{model: llama-3.2-3b, pool: g, replicas: 2, engine: {{version: "{version}", max_num_seqs: 16, max_model_len: 4096}}, load_balancer: {{kind: {lb}}}}}}}
 workloads:
   w:
     target: d

@@ -226,6 +226,7 @@ def spec_scenarios(draw: st.DrawFn) -> str:
         seqs=seqs,
         tokens=draw(st.integers(max(seqs, 16), 2048)) if chunked else 4096,
         chunked=str(chunked).lower(),
+        asy=str(draw(st.booleans())).lower(),
         block=draw(st.sampled_from([1, 8, 16, 32])),
         lb=draw(st.sampled_from(["round_robin", "least_outstanding", "random", "shared_queue"])),
         arrival=arrival,
@@ -255,7 +256,7 @@ def test_preemption_with_speculation_twins_agree(spec: str, util: float) -> None
     and every request still ends with exactly its output tokens."""
     text = RANDOM.format(
         seed=3, horizon=30, drain="true", acc="h100-sxm", util=util, replicas=1, seqs=64, tokens=2048,
-        chunked="true", block=16, lb="round_robin", arrival="poisson", rate=10, cv="", inp=1500, out=300,
+        chunked="true", asy="true", block=16, lb="round_robin", arrival="poisson", rate=10, cv="", inp=1500, out=300,
     ).replace("      max_model_len: 4096\n", f"      max_model_len: 4096\n      speculative: {spec}\n")
     fast = run(text)
     assert fast["preemptions"].sum() > 0

@@ -39,6 +39,7 @@ from stacksim.serving import costmodel
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "calibration" / "REPORT.md"
 ERRORS_CSV = ROOT / "calibration" / "data" / "modern_errors.csv"
+FOLD_PARAMS_CSV = ROOT / "calibration" / "data" / "modern_fold_params.csv"  # each fold's fitted values
 START, END = "<!-- current-engines:start -->", "<!-- current-engines:end -->"
 
 # TensorRT-LLM at batch 1: NVIDIA NIM for Llama-3.1-8B-Instruct (TensorRT-LLM engine, NIM 1.8.0),
@@ -174,7 +175,8 @@ def _rows(cases: list[tuple[M.Experiment, int]], sims: list[dict[str, float]], f
 
 
 def cross_validate(exps: list[M.Experiment], base: dict[str, float], by: str, pool, max_nfev: int,  # type: ignore[no-untyped-def]
-                   start: dict[str, float] | None = None) -> list[dict[str, object]]:
+                   start: dict[str, float] | None = None,
+                   fitted: list[dict[str, object]] | None = None) -> list[dict[str, object]]:
     """Leave one run (``by="run"``) or one model (``"model"``) out: fit on the rest, predict the
     held-out stages. ``start``: where each fold's search begins (None: the previous generation's
     values, a cold start; the full fit's values converge in fewer iterations, and the fold's own
@@ -186,6 +188,8 @@ def cross_validate(exps: list[M.Experiment], base: dict[str, float], by: str, po
         train = [e for e in steady if key(e) != value]
         test = [e for e in steady if key(e) == value]
         vals = M.fit_family(train, base, start=start, pool=pool, max_nfev=max_nfev)
+        if fitted is not None:
+            fitted += [{"fold": f"leave-one-{by}-out: {value}", "parameter": k, "value": v} for k, v in vals.items()]
         cases = M.cases_of(test)
         rows += _rows(cases, M.run_all(cases, M.with_family(base, vals), pool=pool), f"leave-one-{by}-out: {value}")
         print(f"  {by} {value}: done", flush=True)
@@ -318,14 +322,17 @@ def main(argv: list[str] | None = None) -> None:
         vals = {k[: -len("_vllm-v1")]: v for k, v in base.items() if k.endswith("_vllm-v1")}
         cases = M.cases_of(exps)
         rows = _rows(cases, M.run_all(cases, base, pool=pool), "in-sample")
+        fitted: list[dict[str, object]] = [{"fold": "in-sample", "parameter": k, "value": v} for k, v in vals.items()]
         for by in [f for f in args.folds.split(",") if f in ("run", "model")]:
             # Leave-one-model-out starts cold (a new model must not borrow its own fit); leave-one-
             # run-out starts from the full fit to keep 24 refits affordable (COLD_RUNS for cold).
             warm = by == "run" and not args.cold_runs
-            rows += cross_validate(exps, base, by, pool, args.max_nfev, start=dict(vals) if warm else None)
+            rows += cross_validate(exps, base, by, pool, args.max_nfev, start=dict(vals) if warm else None,
+                                   fitted=fitted)
     df = pd.DataFrame(rows)
     ERRORS_CSV.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(ERRORS_CSV, index=False)
+    pd.DataFrame(fitted).to_csv(FOLD_PARAMS_CSV, index=False)
     write_report(df, vals, batch1_checks(base), external_trtllm(base), external_checks(base), time.time() - t0)
     print("\n".join(_summary(df)))
 

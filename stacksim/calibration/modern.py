@@ -334,16 +334,17 @@ def fit_family(exps: list[Experiment], base: dict[str, float], start: dict[str, 
 
     prior = prior_values(base)
     start = dict(prior if start is None else start)
-    # Grouped MoE kernels: the roofline is flat in eff_moe near 1 (decode is bandwidth-bound), so
-    # the search starts inside the region where the data can see it; the prior stays at 1.
-    for n in ("eff_moe", "eff_moe_mem", "eff_moe_mem_fp8"):
-        if start.get(n, 1.0) >= 0.99:
-            start[n] = 0.5
     cases = cases_of(exps)
     names = [n for n in free if not (n in ("allreduce_scale", "link_eff") and all(ex.tp == 1 for ex, _ in cases))
              and not (n == "eff_moe" and not any(_is_moe(ex.model) for ex, _ in cases))
              and not (n == "eff_moe_mem" and not any(_is_moe(ex.model) and ex.precision != "fp8" for ex, _ in cases))
              and not (n == "eff_moe_mem_fp8" and not any(_is_moe(ex.model) and ex.precision == "fp8" for ex, _ in cases))]
+    # Grouped MoE kernels: the roofline is flat in eff_moe near 1 (decode is bandwidth-bound), so
+    # the search starts inside the region where the data can see it; the prior stays at 1. Only
+    # the parameters being fitted move: one the data cannot see keeps its start.
+    for n in ("eff_moe", "eff_moe_mem", "eff_moe_mem_fp8"):
+        if n in names and start.get(n, 1.0) >= 0.99:
+            start[n] = 0.5
     x0 = np.array([min(max(start[n], _LO[n] * 1.01 + 1e-6), _HI[n] * 0.99) for n in names])
 
     def res(x: np.ndarray) -> np.ndarray:
@@ -358,6 +359,11 @@ def fit_family(exps: list[Experiment], base: dict[str, float], start: dict[str, 
                         f_scale=0.2, x_scale="jac", diff_step=0.02, max_nfev=max_nfev)
     out = {k: v for k, v in start.items() if k in free}
     out.update({n: float(v) for n, v in zip(names, sol.x)})
+    # Without MoE runs of one weight format, its grouped kernels stream as the other format's do
+    # (the same fused-MoE kernel family; the data separate them only where they hold both).
+    for this, other in (("eff_moe_mem", "eff_moe_mem_fp8"), ("eff_moe_mem_fp8", "eff_moe_mem")):
+        if this in free and this not in names and other in names:
+            out[this] = out[other]
     return out
 
 

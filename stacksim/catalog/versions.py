@@ -93,3 +93,26 @@ def band(kind: str, version: str | None) -> Band:
     valid = ", ".join(b.label for b in bands(kind))
     raise UnknownVersion(f"{kind} {version} is outside the modelled releases ({valid}); pick a release in one of "
                          f"those bands, e.g. {DEFAULT_VERSION[kind]} (the current one)")
+
+
+# Asynchronous ("overlap") scheduling: the engine plans step n+1 while step n runs on the GPU, so
+# the GPU never waits for the CPU between steps, and a request that arrives while step n runs
+# joins step n+2 at the earliest (an idle engine takes it at once). The first release of each
+# engine that does this by default:
+# - vLLM: SchedulerConfig.async_scheduling is None by default and VllmConfig turns it on unless an
+#   option is incompatible (vllm-project/vllm#27614, the closing item of the async-scheduling plan
+#   #27679, merged Dec 2025; we count the v0.14 line, Jan 2026, as the first). Its author reports
+#   TTFT "slightly up" against throughput +3-15%: new requests wait one more scheduling step. The
+#   v0.15.1 runs in shared/calibration show it: mean TTFT at low load is about 2.75 decode steps
+#   plus a few milliseconds, on dense and MoE models alike (calibration/REPORT.md).
+# - SGLang: the overlap ("zero-overhead") batch scheduler, on unless --disable-overlap-schedule,
+#   since v0.4 (LMSYS blog "SGLang v0.4", Dec 2024).
+# - TensorRT-LLM: the PyTorch backend's overlap scheduler (disable_overlap_scheduler: false), the
+#   default backend from 1.0.
+ASYNC_SCHEDULING_FROM = {"vllm": (0, 14), "sglang": (0, 4), "trtllm": (1, 0)}
+
+
+def async_scheduling_default(kind: str, version: str | None) -> bool:
+    """Whether release ``version`` of ``kind`` (None: the current one) schedules asynchronously
+    unless told otherwise."""
+    return parse(DEFAULT_VERSION[kind] if version is None else version) >= ASYNC_SCHEDULING_FROM[kind]

@@ -151,6 +151,11 @@ class VllmEngine(Strict):
         default=8192, ge=16, description="Token budget per step (vLLM chunked-prefill default 8192)."
     )
     enable_chunked_prefill: bool = Field(default=True, description="Mix prefill chunks with decodes.")
+    async_scheduling: bool | None = Field(
+        default=None, description="Plan step n+1 while step n runs (vLLM --async-scheduling, SGLang's overlap "
+        "scheduler, TensorRT-LLM's overlap scheduler): no CPU gap between steps, but a request arriving during a "
+        "step joins the step after next. Omitted: the release's default (on for vLLM 0.14+, SGLang 0.4+, "
+        "TensorRT-LLM 1.0+; stacksim/catalog/versions.py).")
     block_size: int = Field(default=16, ge=1, le=1024, description="KV block size in tokens (vLLM default 16).")
     gpu_memory_utilization: float = Field(
         default=0.9, gt=0, le=1, description="Fraction of accelerator memory the engine may use (vLLM default 0.9)."

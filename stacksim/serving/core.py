@@ -79,6 +79,7 @@ from stacksim.serving.core_state import (
     ADMITS,
     ARR_N,
     ARR_POS,
+    ASYNC,
     BS,
     BUSY_S,
     CACHE_VER,
@@ -120,6 +121,7 @@ from stacksim.serving.core_state import (
     TOTAL,
     WQ_HEAD,
     WQ_LEN,
+    WQ_SEEN,
     N,
     _cdiv,
     _complete_slots,
@@ -208,9 +210,10 @@ def _admit(I, W, F, RF, RI, now, hit, pos):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _admissions(I, W, F, RF, RI, now, budget, avail, wm, dry):  # type: ignore[no-untyped-def]
-    """Admit waiting requests in FCFS order while the token budget, the sequence limit and free
-    KV blocks allow (chunked: a first chunk each; unchunked: whole prompts). Only the tokens not
+def _admissions(I, W, F, RF, RI, now, budget, avail, wm, dry, lim):  # type: ignore[no-untyped-def]
+    """Admit waiting requests in FCFS order, among the first ``lim`` of the queue (the ones the
+    step may take: all, or with asynchronous scheduling those queued when the last step was
+    planned), while the token budget, the sequence limit and free KV blocks allow (chunked: a first chunk each; unchunked: whole prompts). Only the tokens not
     in the prefix cache are computed; the cached ones still take KV blocks. With LoRA, a request
     whose adapter would be one distinct adapter too many is skipped and the next one considered.
 
@@ -235,7 +238,7 @@ def _admissions(I, W, F, RF, RI, now, budget, avail, wm, dry):  # type: ignore[n
     nd = 0  # a dry run's admissions
     nchunks = 0
     load = 0.0
-    while k < I[WQ_LEN] and I[N] + I[NPF] + nd < ms:
+    while k < lim and I[N] + I[NPF] + nd < ms:
         if I[CHUNKED] and (budget <= 0 or avail <= wm):
             break
         rid = W[(I[WQ_HEAD] + k) % cap]
@@ -275,6 +278,7 @@ def _admissions(I, W, F, RF, RI, now, budget, avail, wm, dry):  # type: ignore[n
                     nloc += 1
         else:
             j = _admit(I, W, F, RF, RI, now, hit, k)
+            lim -= 1  # the queue moved up by one
             I[o_pf + j * PF_FIELDS + 5] = c
             nchunks += 1
             if hit > 0:
@@ -344,13 +348,16 @@ def _schedule(I, W, F, RF, RI, p, now):  # type: ignore[no-untyped-def]
     else:
         budget = I[MAX_TOKENS]
         admit = I[NPF] == 0  # a step is all prefill or all decode
-    if admit and not preempted and I[WQ_LEN] > 0:
+    lim = I[WQ_LEN]
+    if I[ASYNC] > 0 and (I[N] > 0 or I[NPF] > 0):
+        lim = min(I[WQ_SEEN], lim)  # requests queued while the last step ran wait one more step
+    if admit and not preempted and lim > 0:
         if I[PFX_ON]:
-            need = _admissions(I, W, F, RF, RI, now, budget, avail, wm, True)[1]
+            need = _admissions(I, W, F, RF, RI, now, budget, avail, wm, True, lim)[1]
             if need >= 0:
                 I[NEED] = need
                 return NEED_LOOKUP
-        added = _admissions(I, W, F, RF, RI, now, budget, avail, wm, False)
+        added = _admissions(I, W, F, RF, RI, now, budget, avail, wm, False, lim)
         nchunks += added[0]
         kv_load = added[2]
     if nchunks == 0:
@@ -519,13 +526,17 @@ def plan(now, I, F, W, lacc, RF, RI, p):  # type: ignore[no-untyped-def]
     I[SPEC] = int(p[K.SPEC_K])  # finish() has no p: it reads speculation from here
     F[SPEC_E] = p[K.SPEC_TOKENS]
     if I[WQ_LEN] == 0 and I[NPF] == 0 and I[N] == 0:
+        I[WQ_SEEN] = 0
         _levels(I, F, lacc, now, 0.0)
         if I[ARR_POS] < I[ARR_N]:
             return F[FO + STRETCH_CAP + I[ARR_POS]] - now
         return -1.0
+    # Asynchronous scheduling: requests this plan cannot see yet (see _schedule)
+    lagged = I[ASYNC] > 0 and (I[N] > 0 or I[NPF] > 0) and I[WQ_LEN] > I[WQ_SEEN]
     dur = _schedule(I, W, F, RF, RI, p, now)
     if dur < -3.5:
         return NEED_LOOKUP  # nothing changed; the replica looks the request up and calls again
+    I[WQ_SEEN] = I[WQ_LEN]  # the next plan may take every request queued now
     _levels(I, F, lacc, now, 1.0)
     if dur >= 0.0:
         I[MODE] = MODE_STEP
@@ -547,6 +558,8 @@ def plan(now, I, F, W, lacc, RF, RI, p):  # type: ignore[no-untyped-def]
                            float(I[CTX_SUM]), F[o_cum : o_cum + STRETCH_CAP])
     if k <= 0:
         return -3.0
+    if lagged and I[N] + I[NPF] < ms and I[FREE] > 0:
+        k = 1  # asynchronous scheduling: the requests that just arrived can join the step after next
     if I[ARR_POS] < I[ARR_N] and I[N] + I[NPF] < ms and I[FREE] > 0:
         # A pre-routed arrival during the stretch ends it at the next iteration boundary.
         k = min(k, K.boundary_after(F[o_cum : o_cum + STRETCH_CAP], k, F[FO + STRETCH_CAP + I[ARR_POS]] - now))

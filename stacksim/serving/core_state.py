@@ -63,6 +63,11 @@ EV_N = 25  # prefix-cache events logged since the replica last replayed them
 SPEC = 26  # speculative decoding: proposed tokens per step k (0: off), copied from p by plan()
 SPEC_S = 27  # speculative decode steps taken so far (K.spec_tokens rounds E step by step from it)
 # 28, 29: LORA_OFF, LORA_FOFF (multi-LoRA, serving/core_lora.py)
+# Asynchronous scheduling (engine.async_scheduling): the engine plans step n+1 while step n runs,
+# so a request that reaches the waiting queue during step n can join step n+2 at the earliest
+# (when the engine has other work; an idle engine schedules it at once).
+ASYNC = 30  # 1: asynchronous scheduling on
+WQ_SEEN = 31  # waiting requests (from the head) that were queued when the last step was planned
 IO = 32  # first array offset
 MODE_NONE, MODE_STEP, MODE_STRETCH = 0, 1, 2
 NEED_LOOKUP = -4.0  # plan(): look up I[NEED] in the prefix cache, then call plan again

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from stacksim.catalog import Accelerator, ModelArch
+from stacksim.catalog import Accelerator, ModelArch, versions
 from stacksim.scenario import schema as S
 from stacksim.serving.costmodel import GIB, WEIGHT_BYTES
 
@@ -60,6 +60,14 @@ def default_kv_dtype(kind: str, kv_cache_dtype: str, precision: str) -> str:
 
 def kv_cache_dtype(eng: S.VllmEngine, precision: str) -> str:
     return default_kv_dtype(eng.kind, eng.kv_cache_dtype, precision)
+
+
+def async_scheduling(eng: S.VllmEngine) -> bool:
+    """Whether the engine plans step n+1 while step n runs (``engine.async_scheduling``; left
+    out: its release's default, :data:`stacksim.catalog.versions.ASYNC_SCHEDULING_FROM`)."""
+    if eng.async_scheduling is not None:
+        return eng.async_scheduling
+    return versions.async_scheduling_default(eng.kind, eng.version)
 
 
 def concrete(eng: S.VllmEngine, acc: Accelerator, tp: int, precision: str | None = None) -> S.VllmEngine:

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 from stacksim.serving import lora as LR
 from stacksim.serving.core_state import ADMIT_WATERMARK, STRETCH_CAP
+from stacksim.serving.engines import async_scheduling
 from stacksim.serving.prefix_cache import ACQUIRE, INSERT, RELEASE, PrefixCache
 from stacksim.serving.replica import retarget
 
@@ -96,6 +97,8 @@ class ReferenceReplica:
         self.max_seqs = eng.max_num_seqs
         self.max_tokens = eng.max_num_batched_tokens
         self.chunked = eng.enable_chunked_prefill
+        self.async_sched = async_scheduling(eng)  # see core_state.ASYNC
+        self.seen = 0  # waiting requests (from the head) queued when the last step was planned
         self.spec_k = int(self.p[K.SPEC_K])  # speculative decoding: tokens proposed per step (0: off)
         self.spec_e = float(self.p[K.SPEC_TOKENS])  # expected tokens per sequence per step
         self.spec_steps = 0  # speculative decode steps so far (spec_tokens rounds E from it)
@@ -205,6 +208,8 @@ class ReferenceReplica:
         """:meth:`Replica.cancel_queued`: drop ``rid`` if it is still waiting here."""
         if rid not in self.waiting:
             return False
+        if self.waiting.index(rid) < self.seen:
+            self.seen -= 1
         self.waiting.remove(rid)
         self.outstanding -= 1
         lv = self.levels
@@ -253,6 +258,7 @@ class ReferenceReplica:
             if self.shared:
                 self.dep.pull(self)
             if not (self.waiting or self.prefilling or self.n):
+                self.seen = 0
                 self._lora_flush()
                 self._levels(0.0)
                 if self.arr_pos < len(self.arr_times):
@@ -262,7 +268,10 @@ class ReferenceReplica:
                     yield self.idle_event
                     self.idle_event = None
                 continue
+            # Asynchronous scheduling: requests this plan cannot see yet (see _schedule)
+            lagged = self.async_sched and bool(self.n or self.prefilling) and len(self.waiting) > self.seen
             step = self._schedule()
+            self.seen = len(self.waiting)  # the next plan may take every request queued now
             self._pfx_sync()
             self._lora_flush()
             self._levels(1.0)
@@ -285,6 +294,8 @@ class ReferenceReplica:
                     k = K.plan_stretch(self.p, self.ctx, self.rem, self.n, self.free, self.B, STRETCH_CAP, float(self.ctx_sum), self.cum)
                 if k <= 0:  # cannot happen after _schedule's preemption; keep the loop honest
                     raise RuntimeError("decode stretch with no room to grow")
+                if lagged and self.n + len(self.prefilling) < self.max_seqs and self.free > 0:
+                    k = 1  # asynchronous scheduling: the requests that just arrived join the step after next
                 if (
                     self.arr_pos < len(self.arr_times)
                     and self.n + len(self.prefilling) < self.max_seqs
@@ -349,6 +360,9 @@ class ReferenceReplica:
                 reserve = self._decode_blocks(g) if self.n else 0
         avail = self.free - reserve
         wm = int(ADMIT_WATERMARK * self.total_blocks)  # see core.ADMIT_WATERMARK
+        lim = len(self.waiting)
+        if self.async_sched and (self.n or self.prefilling):
+            lim = min(self.seen, lim)  # requests queued while the last step ran wait one more step
         chunks: list[tuple[_Prefill, int]] = []
         kv_load = 0.0  # loads of admitted hits from host memory / SSD (engine.kv_offload), in admission order
         RF = self.reqs.RF
@@ -369,7 +383,7 @@ class ReferenceReplica:
                 avail -= nb
             pos = 0  # queue position of the candidate (requests skipped for max_loras stay in front)
             while (
-                not preempted and pos < len(self.waiting) and budget > 0 and self.n + len(self.prefilling) < self.max_seqs
+                not preempted and pos < lim and budget > 0 and self.n + len(self.prefilling) < self.max_seqs
                 and avail > wm
             ):
                 rid = self.waiting[pos]
@@ -383,6 +397,7 @@ class ReferenceReplica:
                 if c <= 0:
                     break
                 self._admit(st, hit, pos)
+                lim -= 1
                 if hit > 0:
                     kv_load += RF[RF_PFX_LOAD, st.rid]
                 chunks.append((st, c))
@@ -392,7 +407,7 @@ class ReferenceReplica:
             if not self.prefilling:
                 budget = self.max_tokens
                 pos = 0
-                while not preempted and pos < len(self.waiting) and self.n + len(self.prefilling) < self.max_seqs:
+                while not preempted and pos < lim and self.n + len(self.prefilling) < self.max_seqs:
                     if self.slots is not None and self.slots.skip(int(self.reqs.RI[RI_LORA, self.waiting[pos]])):
                         pos += 1
                         continue
@@ -403,6 +418,7 @@ class ReferenceReplica:
                     if c > budget or nb > avail - wm:
                         break
                     self._admit(st, hit, pos)
+                    lim -= 1
                     if hit > 0:
                         kv_load += RF[RF_PFX_LOAD, st.rid]
                     chunks.append((st, c))

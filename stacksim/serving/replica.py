@@ -20,6 +20,7 @@ from stacksim.metrics import FAILED, QUEUED, RI_GEN_DONE, RI_INPUT, Levels
 from stacksim.serving import core as C
 from stacksim.serving import core_lora as CL
 from stacksim.serving import core_state as CS
+from stacksim.serving.engines import async_scheduling
 from stacksim.serving.lora import LoraLog
 from stacksim.serving.prefix_cache import PrefixCache
 
@@ -89,6 +90,7 @@ class Replica:
         I[CS.MAX_SEQS] = self.max_seqs
         I[CS.MAX_TOKENS] = eng.max_num_batched_tokens
         I[CS.CHUNKED] = int(eng.enable_chunked_prefill)
+        I[CS.ASYNC] = int(async_scheduling(eng))
         I[CS.INDEX] = self.index
         I[CS.ARR_N] = n_arrivals
         I[CS.MIN_FREE] = self.total_blocks
@@ -200,6 +202,8 @@ class Replica:
                 for j in range(k, n - 1):
                     W[(h + j) % cap] = W[(h + j + 1) % cap]
                 I[CS.WQ_LEN] = n - 1
+                if k < I[CS.WQ_SEEN]:
+                    I[CS.WQ_SEEN] -= 1
                 self.outstanding -= 1
                 C.enqueue_level(self.env.now, I, self.F, self.levels.acc)
                 return True
