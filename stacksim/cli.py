@@ -6,17 +6,24 @@ Bad input of any kind ends with one clear message on stderr and exit code 2, nev
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 import typer
 from rich.console import Console
+from rich.highlighter import ReprHighlighter
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from stacksim.errors import StackSimError
+
+if TYPE_CHECKING:
+    from stacksim.engine.simulation import Tick
 
 app = typer.Typer(
     add_completion=False,
@@ -27,10 +34,22 @@ app = typer.Typer(
 # Piped output (grep, files) gets wide lines instead of Rich's 80-column default; COLUMNS, when
 # set, wins (Rich reads it).
 _PIPE_WIDTH = None if "COLUMNS" in os.environ else 200
-out_console = Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
+# Rich's repr highlighter runs a dozen regular expressions over every printed string; over a
+# 200,000-character name it ran for minutes (a hang after the run). Longer text prints plain.
+_HIGHLIGHT_MAX_CHARS = 2000
+
+
+class _BoundedHighlighter(ReprHighlighter):
+    def highlight(self, text: Text) -> None:
+        if len(text) <= _HIGHLIGHT_MAX_CHARS:
+            super().highlight(text)
+
+
+out_console = Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH, highlighter=_BoundedHighlighter())
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH, highlighter=_BoundedHighlighter())
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
 def _fail(err: BaseException) -> None:
@@ -39,17 +58,53 @@ def _fail(err: BaseException) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
-class _LazyProgress:
-    """A Rich progress bar over simulated time that appears only if the run takes a while."""
+def _cannot_write(where: Path, exc: OSError) -> StackSimError:
+    """An output folder that cannot be written (a file in the way, no permission, a name too long)."""
+    from stacksim.scenario.yamlio import shown_path
 
-    def __init__(self, label: str, after_s: float = 1.5):
+    return StackSimError(f"cannot write the results to '{shown_path(str(where))}': {exc.strerror or exc}; give another --out")
+
+
+class _RunWatch:
+    """Watches a ``stacksim run`` between chunks of simulated time (engine/simulation.py Tick).
+
+    A Rich bar on stderr (simulated time, requests so far, wall time left) appears only on a
+    terminal and only once the run has taken ``after_s``; it is never part of stdout. While it
+    watches, the first Ctrl-C asks the run to stop at the end of the current chunk (the result is
+    kept and marked partial); a second one interrupts at once."""
+
+    def __init__(self, label: str, after_s: float = 1.5, show: bool | None = None):
         self.label = label
-        self.after = after_s
+        self.after = after_s  # a run shorter than this shows no bar at all
+        self.show = err_console.is_terminal if show is None else show
         self.start = time.perf_counter()
         self.bar: Any = None
         self.task: Any = None
+        self.stop_requested = False
+        self._old_handler: Any = None
 
-    def __call__(self, now: float, horizon: float) -> None:
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self._old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old_handler is not None:
+            signal.signal(signal.SIGINT, self._old_handler)
+        if self.bar is not None:
+            self.bar.stop()
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+
+    def __call__(self, tick: Tick) -> bool:
+        if self.show:
+            self._draw(tick)
+        return self.stop_requested
+
+    def _draw(self, tick: Tick) -> None:
         if self.bar is None:
             if time.perf_counter() - self.start < self.after:
                 return
@@ -64,19 +119,23 @@ class _LazyProgress:
             self.bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
-                TextColumn("{task.completed:.0f}/{task.total:.0f} simulated s"),
+                TextColumn("{task.fields[sim]} simulated s"),
+                TextColumn("{task.fields[reqs]} requests"),
                 TimeElapsedColumn(),
+                TextColumn("eta"),
                 TimeRemainingColumn(),
                 console=err_console,
                 transient=True,
             )
+            self.task = self.bar.add_task(self.label, total=tick.horizon_s, sim="0", reqs="0")
             self.bar.start()
-            self.task = self.bar.add_task(self.label, total=horizon)
-        self.bar.update(self.task, completed=min(now, horizon))
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        if tick.draining:  # how long a drain lasts is not known ahead: an open-ended bar
+            left = tick.arrived - tick.finished
+            self.bar.update(self.task, description=f"{self.label}: draining", total=None,
+                            sim=f"{tick.now_s:,.0f}", reqs=f"{tick.arrived:,} ({left:,} left)")
+        else:
+            self.bar.update(self.task, completed=min(tick.now_s, tick.horizon_s),
+                            sim=f"{tick.now_s:,.0f}/{tick.horizon_s:,.0f}", reqs=f"{tick.arrived:,}")
 
 
 def _fmt(x: Any, nd: int = 1) -> str:
@@ -94,6 +153,11 @@ def print_summary(summary: dict[str, Any], wall_s: float | None = None, out_dir:
         f"[bold]{escape(s['scenario'])}[/]  seed {s['seed']}  simulated {s['time']['end_s']:g} s "
         f"(warm-up {s['time']['warmup_s']:g} s)" + (f"  wall {wall_s:.2f} s" if wall_s is not None else "")
     )
+    if "partial" in s:
+        out_console.print(f"[bold yellow]partial run[/]: {escape(s['partial']['note'])}", highlight=False, soft_wrap=True)
+    if "limit_reached" in s:
+        out_console.print(f"[bold yellow]limit reached[/]: {escape(s['limit_reached']['note'])}", highlight=False,
+                          soft_wrap=True)
     out_console.print(
         f"requests: arrived {r['arrived']:,} = completed {r['completed']:,} + failed {r['failed']:,} + "
         f"rejected {r['rejected']:,} + in flight {r['in_flight']:,}   (measured {r['measured']:,}, "
@@ -264,22 +328,27 @@ def run(
         rs = load_scenario(scenario)
         if seed is not None and seed < 0:
             raise StackSimError(f"--seed must be >= 0; got {seed}")
-        prog = _LazyProgress(f"running {rs.scenario.name}")
         t0 = time.perf_counter()
-        try:
-            result = run_scenario(rs, seed=seed, progress=prog, spans=otel, trace_iterations=trace_iterations)
-        finally:
-            prog.close()
+        with _RunWatch(f"running {rs.scenario.name}") as watch:
+            result = run_scenario(rs, seed=seed, spans=otel, trace_iterations=trace_iterations, watch=watch)
         wall = time.perf_counter() - t0
         out_dir = out or Path("runs") / f"{rs.scenario.name}-seed{result.summary['seed']}"
         try:
             write_result(result, out_dir, plots=plots)
         except OSError as exc:
-            raise StackSimError(f"cannot write the results to '{out_dir}': {exc.strerror or exc}") from None
+            raise _cannot_write(out_dir, exc) from None
     except StackSimError as exc:
         _fail(exc)
         return
+    except KeyboardInterrupt:  # a second Ctrl-C, or one while loading or writing: stop at once
+        err_console.print("interrupted: stopped at once, before the results were written in full")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     print_summary(result.summary, wall, out_dir)
+    partial = result.summary.get("partial")
+    if partial is not None:  # Ctrl-C: what was simulated is written and shown; one line says so
+        err_console.print(f"interrupted: {escape(partial['note'])}; partial results in {escape(str(out_dir))}",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @app.command()
@@ -358,6 +427,12 @@ def validate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file."
         _fail(exc)
         return
     out_console.print(f"[green]OK[/] {scenario}: scenario '{rs.scenario.name}'")
+    if rs.size is not None:
+        from stacksim.scenario.size import sci
+
+        lim = rs.scenario.limits
+        out_console.print(f"  size: ~{sci(rs.size.requests)} requests, ~{sci(rs.size.tokens)} tokens (limits "
+                          f"{lim.max_requests:,} and {lim.max_tokens:,})", highlight=False)
     for name, rd in rs.deployments.items():
         p = rd.plan
         a = rd.spec.autoscaling
@@ -527,6 +602,9 @@ def sweep(
     except StackSimError as exc:
         _fail(exc)
         return
+    except OSError as exc:  # the results folder (input files raise StackSimError)
+        _fail(_cannot_write(out_dir, exc))
+        return
     ok = int((df["status"] == "ok").sum())
     out_console.print(
         f"{len(df)} runs in {out_dir} ({ok} ok, {len(df) - ok} failed), {time.perf_counter() - t0:.1f} s; "
@@ -539,7 +617,7 @@ def _sweep_report(results: Path) -> None:
 
     try:
         rep = report(results)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, StackSimError) as exc:
         _fail(StackSimError(str(exc)))
         return
     out_console.print(f"[bold]{results}[/]: {rep['runs']} runs, {rep['failed']} failed")
@@ -584,7 +662,10 @@ def optimize(
     out_dir = out or Path("runs") / f"optimize-{file.stem}"
     try:
         res = run_optimize(file)
-        written = write_outputs(res, out_dir)
+        try:
+            written = write_outputs(res, out_dir)
+        except OSError as exc:
+            raise _cannot_write(out_dir, exc) from None
     except StackSimError as exc:
         _fail(exc)
         return
@@ -605,7 +686,11 @@ def optimize(
                       f"{best.metrics.get('tpot_p99_ms', float('nan')):.1f} ms, worst over seeds)")
     cap = res["spec"].capacity
     if cap is not None:
-        top, trace = capacity(file, best.values, cap)
+        try:
+            top, trace = capacity(file, best.values, cap)
+        except StackSimError as exc:
+            _fail(exc)
+            return
         steps = ", ".join(f"{x:g}{'+' if ok else '-'}" for x, ok in trace)
         msg = "not even the low end meets the constraints" if top is None else f"{cap.path} up to {top:g}"
         out_console.print(f"capacity of the optimum: {msg} (bisection: {steps})")
@@ -641,7 +726,11 @@ def mix(
             res = run_mix(file, progress=progress, workers=workers)
         finally:
             bar.stop()
-        written = write_outputs(res, out or Path("runs") / f"mix-{file.stem}")
+        out_dir = out or Path("runs") / f"mix-{file.stem}"
+        try:
+            written = write_outputs(res, out_dir)
+        except OSError as exc:
+            raise _cannot_write(out_dir, exc) from None
     except StackSimError as exc:
         _fail(exc)
         return
@@ -780,7 +869,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
         if os.environ.get("STACKSIM_DEBUG"):
             raise

@@ -32,6 +32,7 @@ from scipy import stats
 
 from stacksim.errors import StackSimError
 from stacksim.metrics.summary import HOURS_PER_MONTH
+from stacksim.scenario.schema_limits import DEFAULT_MAX_RUNS
 
 CONFIDENCE = 0.95
 METHOD = (
@@ -258,6 +259,9 @@ def compare(
         raise StackSimError(f"--seeds must be >= 1; got {seeds}")
     if seed_base < 0:
         raise StackSimError(f"--seed-base must be >= 0; got {seed_base}")
+    if len(paths) * seeds > DEFAULT_MAX_RUNS:  # a sweep's default limits.max_runs (its source is there)
+        raise StackSimError(f"--seeds: {len(paths)} scenarios x {seeds:,} seeds is {len(paths) * seeds:,} runs; compare runs "
+                            f"at most {DEFAULT_MAX_RUNS:,} (the default run-count limit of a sweep file, where it can be raised)")
     if workers is not None and workers < 1:
         raise StackSimError(f"--workers must be >= 1; got {workers}")
     files = [Path(p) for p in paths]

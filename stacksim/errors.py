@@ -14,6 +14,20 @@ class StackSimError(Exception):
     """Base class for every error caused by user input (exit code 2 at the CLI)."""
 
 
+# A value quoted back in a message is cut to this many characters: enough to recognise any real
+# name, id or number, while a 200,000-character value still makes a one-paragraph message.
+QUOTE_CHARS = 80
+
+
+def clip(value: object, limit: int = QUOTE_CHARS) -> str:
+    """``str(value)`` as a message quotes it: cut in the middle when long, with its length."""
+    s = str(value)
+    if len(s) <= limit:
+        return s
+    half = limit // 2
+    return f"{s[:half]}...{s[-half // 2:]} ({len(s):,} characters)"
+
+
 @dataclass
 class Problem:
     """One thing wrong in a scenario: where it is and what would be valid."""

@@ -4,7 +4,6 @@ matter. It builds a one-deployment scenario and runs the same engine as ``stacks
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +15,9 @@ from stacksim.api import run_scenario
 from stacksim.catalog import UnknownId, get_accelerator, get_model, versions
 from stacksim.errors import Problem, ScenarioError, StackSimError
 from stacksim.scenario import load_scenario_text
+from stacksim.scenario.schema_limits import DEFAULT_MAX_REQUESTS
+from stacksim.scenario.size import sci
+from stacksim.scenario.yamlio import flow_yaml
 from stacksim.serving.capacity import capacity_message
 from stacksim.serving.costmodel import WEIGHT_BYTES
 from stacksim.serving.engines import ENGINE_KINDS, default_kv_dtype, trtllm_bench_engine
@@ -62,6 +64,9 @@ DIST_SYNTAX = "fixed, uniform:LOW-HIGH, lognormal:sigma=S[,min=A][,max=B], expon
 DEFAULT_LEN = 1000  # --isl / --osl when not given
 CAPACITY_KEYS = ("capacity_rps", "offered_rps", "utilization_of_capacity", "overloaded", "queue_growth_rps", "transient_s")
 LONG_HORIZON_S = 1e6  # arrivals stop here; every request finishes well before it
+MAX_REQUESTS = DEFAULT_MAX_REQUESTS  # a scenario's default limits.max_requests (its source is there)
+_PAST_LIMIT = (f"predict runs at most {MAX_REQUESTS:,} (the default run-size limit); for more, run a scenario file "
+               "with a higher limits.max_requests")
 
 
 @dataclass
@@ -231,10 +236,10 @@ deployments:
     data_parallel: {dp}
     expert_parallel: {a.ep}
     precision: {a.precision}
-    engine: {json.dumps(engine)}
+    engine: {flow_yaml(engine)}
     load_balancer: {{kind: least_outstanding}}
 workloads:
-  load: {json.dumps(load)}
+  load: {flow_yaml(load)}
 """
 
 
@@ -297,10 +302,15 @@ def _check(a: PredictArgs) -> PredictArgs:
             raise StackSimError(f"--stages: the stages last {total:g} s; at most {LONG_HORIZON_S:g}")
         if a.requests is not None:
             raise StackSimError("--requests: with --stages each stage sends rate x duration requests; drop --requests")
+        sent = sum(r * d for r, d in parse_stages(a.stages))
+        if sent > MAX_REQUESTS:
+            raise StackSimError(f"--stages: the stages send {sci(sent)} requests; {_PAST_LIMIT}")
         if a.arrival in ("inference-perf-constant", "inference-perf-poisson", "constant"):
             for r, d in parse_stages(a.stages):
                 if int(r * d) < 1:
                     raise StackSimError(f"--stages: {r:g}x{d:g} is under one request (int(rate x duration) = 0)")
+    elif a.requests is not None and a.requests > MAX_REQUESTS:
+        raise StackSimError(f"--requests: {a.requests:,} requests; {_PAST_LIMIT}")
     if a.stage_gap_s is not None and (a.stages is None or not (a.stage_gap_s >= 0 and np.isfinite(a.stage_gap_s))):
         raise StackSimError("--stage-gap needs --stages" if a.stages is None
                             else f"--stage-gap must be >= 0 seconds; got {a.stage_gap_s}")

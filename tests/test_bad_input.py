@@ -67,6 +67,7 @@ CASES: list[Bad] = [
         "malformed-yaml",
         edits=(("    region: us-east\n", "    region: us-east: oops\n"),),
         line_at=("region: us-east: oops", None),
+        fld="pools.h100.region",  # a syntax error names the field its line belongs to (#23)
         fragments=("malformed YAML",),
     ),
     Bad(

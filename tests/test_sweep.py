@@ -179,3 +179,58 @@ def test_report_when_every_run_failed(tmp_path: Path) -> None:
     res = runner.invoke(app, ["sweep", "report", str(out)])
     assert res.exit_code == 0, res.stderr
     assert "2 failed" in res.stdout
+
+
+# A random design over three values repeats its points: 30 runs, only 3 distinct run ids.
+REPEATED = """
+base: base.yaml
+design: {kind: random, n: 30}
+seed: 4
+parameters:
+  workloads.chat.arrival.rate_per_s: [5, 10, 15]
+  horizon_s: [5]
+"""
+
+
+def _full(tmp: Path) -> pd.DataFrame:
+    full = run_sweep(write(tmp, REPEATED), tmp / "full", workers=1)
+    assert len(full) == 30 and full["run_id"].nunique() == 3 and (full["status"] == "ok").all()
+    return full
+
+
+def test_resume_with_repeated_points_after_workers_die_mid_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed (deterministically: the parent dies on its 9th result, with two workers' runs in
+    flight and unflushed), the sweep resumes by run index and ends with every run exactly once."""
+    import stacksim.sweep.runner as R
+
+    p = write(tmp_path, REPEATED)
+    out = tmp_path / "killed"
+    monkeypatch.setattr(R, "FLUSH_EVERY_S", 0.0)  # every row is flushed as it arrives, as after a long run
+
+    def die(done: int, total: int) -> None:
+        if done == 9:
+            raise KeyboardInterrupt  # the row in hand and the runs in flight are lost
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(p, out, workers=2, progress=die)
+    partial = load_results(out)
+    assert len(partial) == 8 and partial["run_id"].nunique() <= 3
+    resumed = run_sweep(p, out, workers=2)
+    assert sorted(resumed["run_index"]) == list(range(30))
+    pd.testing.assert_frame_equal(_comparable(resumed), _comparable(_full(tmp_path)))
+
+
+def test_resume_after_parts_lose_scattered_runs(tmp_path: Path) -> None:
+    """Stored parts that hold an arbitrary subset of runs (as several killed workers leave
+    them): the resume runs exactly the missing indices, even though every run id is stored."""
+    full = _full(tmp_path)
+    out = tmp_path / "cut"
+    (out / "runs").mkdir(parents=True)
+    keep = sorted({*full.drop_duplicates("run_id")["run_index"], 3, 17, 29})  # every id is already stored
+    full.loc[keep[:3]].to_parquet(out / "runs" / "part-00000.parquet", index=False)
+    full.loc[keep[3:]].to_parquet(out / "runs" / "part-00001.parquet", index=False)
+    ran: list[int] = []
+    resumed = run_sweep(tmp_path / "sweep.yaml", out, workers=2, progress=lambda done, total: ran.append(done))
+    assert ran[0] == len(keep) and ran[-1] == 30 and len(ran) == 30 - len(keep) + 1
+    assert sorted(resumed["run_index"]) == list(range(30))
+    pd.testing.assert_frame_equal(_comparable(resumed), _comparable(full))

@@ -55,6 +55,12 @@ class ClosedLoopDriver:
         t = sim.env.now + self.think
         if t >= sim.horizon or (self.limit is not None and self.created >= self.limit):
             return  # this client stops: the horizon or the request budget is reached
+        if sim.reqs.n >= sim.rs.scenario.limits.max_requests:
+            # A closed loop's size is known only by running it (without think time a client sends
+            # as fast as it is served): the run's own request limit stops it, and the summary says so.
+            if sim.limit_reached_s is None:
+                sim.limit_reached_s = sim.env.now
+            return
         self.created += 1
         inp, out = self._draw("input_tokens"), self._draw("output_tokens")
         rid_new = int(sim.reqs.add_many(np.array([t]), np.array([inp]), np.array([out]), self.wi)[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,8 +36,29 @@ from stacksim.workload.traces import attach_trace_blocks, load_trace
 
 Progress = Callable[[float, float], None]
 
+
+@dataclass(frozen=True)
+class Tick:
+    """Where a watched run stands, between two chunks of simulated time."""
+
+    now_s: float  # simulated time reached
+    horizon_s: float
+    arrived: int  # serving requests that have arrived so far
+    finished: int  # of which finished (completed, failed or rejected)
+    draining: bool  # past the horizon, finishing what is in flight (drain: true)
+
+
+# Called between chunks; returns True to stop the run there (a partial result, Simulation.stopped_at_s).
+Watch = Callable[[Tick], bool | None]
+
 LEVEL_BINS = 240  # resolution of the over-time plots
-PROGRESS_STEPS = 100
+PROGRESS_STEPS = 100  # progress(now, horizon) calls over the horizon (the dashboard's bar)
+# Chunks of the horizon when a run is watched or reports progress: a stop asked for waits at most
+# horizon / 1000 simulated seconds. Chunking never changes a result (SimPy processes the same
+# events in the same (time, priority, id) order across env.run(until=...) calls; tested).
+WATCH_STEPS = 1000
+DRAIN_CHUNKS = 10  # a drain advances a tenth of the horizon at a time, checking whether all is done
+DRAIN_SUBSTEPS = 100  # when watched, each drain chunk is cut in this many (all-done is checked per chunk only)
 DRAIN_LIMIT_FACTOR = 20.0  # a drain stops after this many horizons, whatever is left
 
 
@@ -196,6 +218,9 @@ class Simulation:
             self.deployments[dname].on_complete = _fan_out(fns)
         self.disagg: DisaggRuntime | None = DisaggRuntime(self, disagg_legs) if rs.disaggregated else None
         self.end_time = 0.0
+        self.stopped_at_s: float | None = None  # set when a watcher stopped the run early (a partial result)
+        self.limit_reached_s: float | None = None  # when closed-loop clients hit limits.max_requests
+        self._sorted_arrivals = np.empty(0)
 
     # ------------------------------------------------------------------ traffic
 
@@ -282,11 +307,24 @@ class Simulation:
 
     # ------------------------------------------------------------------ run
 
-    def run(self, progress: Progress | None = None) -> Simulation:
+    def tick(self, draining: bool = False) -> Tick:
+        """Where the run stands now (for a watcher; reads, never changes, the run)."""
+        now = self.env.now
+        before = int(np.searchsorted(self._sorted_arrivals, now, side="right"))
+        made = self.reqs.n - self.n_direct  # made during the run (closed loops, gateway attempts, agents), all arrived
+        return Tick(now, self.horizon, before + made, min(self.finished, before + made), draining)
+
+    def run(self, progress: Progress | None = None, watch: Watch | None = None) -> Simulation:
+        """Run to the horizon (and, with drain, until everything ends). ``progress(now, horizon)``
+        is called about PROGRESS_STEPS times over the horizon; ``watch(tick)`` after every chunk
+        of simulated time, and a True from it stops the run there: the result then covers the
+        time simulated (``stopped_at_s``). Neither changes what is simulated."""
         sc = self.rs.scenario
         env = self.env
         dep_of = self.reqs.deployment[: self.reqs.n]
         arrival = self.reqs.arrival_s[: self.reqs.n]
+        if watch is not None:
+            self._sorted_arrivals = np.sort(arrival)
         for di, dep in enumerate(self.deployments.values()):
             ids = np.flatnonzero(dep_of == di)
             ids = ids[np.argsort(arrival[ids], kind="stable")]
@@ -299,16 +337,31 @@ class Simulation:
             self.gateway.start()
         if self.agents is not None:
             self.agents.start()
-        steps = PROGRESS_STEPS if progress else 1
+        steps = WATCH_STEPS if progress or watch else 1
+        every = steps // PROGRESS_STEPS
         for i in range(1, steps + 1):
-            env.run(until=self.horizon * i / steps)
-            if progress:
+            env.run(until=self.horizon if i == steps else self.horizon * i / steps)
+            if progress and i % every == 0:
                 progress(env.now, self.horizon)
+            # A stop asked for at the horizon itself, with no drain to come, stops nothing.
+            if watch is not None and watch(self.tick()) and (i < steps or sc.drain):
+                return self._stop()
         self.end_time = env.now
         if sc.drain:
             limit = self.horizon * DRAIN_LIMIT_FACTOR
             while not self.all_done() and env.peek() < limit:
-                env.run(until=min(limit, env.now + self.horizon / 10))
+                start = env.now
+                target = min(limit, start + self.horizon / DRAIN_CHUNKS)
+                if watch is None:
+                    env.run(until=target)
+                    continue
+                for j in range(1, DRAIN_SUBSTEPS + 1):
+                    until = target if j == DRAIN_SUBSTEPS else start + (target - start) * j / DRAIN_SUBSTEPS
+                    if until <= env.now:  # a sliver of a chunk, too thin to cut in float64
+                        continue
+                    env.run(until=until)
+                    if watch(self.tick(draining=True)):
+                        return self._stop()
             if self.all_done():
                 # Everything ended: the run ends with the last request, not at a step boundary.
                 fin = self.reqs.finish_s[: self.reqs.n]
@@ -320,9 +373,18 @@ class Simulation:
                 self.end_time = max(self.horizon, last)
             else:
                 self.end_time = env.now
+        self._close()
+        return self
+
+    def _stop(self) -> Simulation:
+        """End a run a watcher stopped: everything up to now is kept, nothing after it is made."""
+        self.stopped_at_s = self.end_time = self.env.now
+        self._close()
+        return self
+
+    def _close(self) -> None:
         for dep in self.deployments.values():
             for r in dep.replicas:
                 # Pre-routed arrivals during the last, unfinished iteration have arrived: queue them.
                 r.take_arrivals(self.end_time)
                 r.levels.close(self.end_time)
-        return self

@@ -5,6 +5,10 @@ Layout of ``summary.json`` (all latencies in milliseconds, all money in US dolla
 
 - ``scenario``, ``seed``, ``scenario_sha256`` (of the resolved scenario), ``stacksim_version``
 - ``time``: horizon_s, warmup_s, end_s (later than the horizon when draining), measured_s
+- ``partial`` (only when the run was stopped early, e.g. by Ctrl-C): stopped_at_s and a note; every
+  count and rate then covers the simulated time only
+- ``limit_reached`` (only when closed-loop clients hit ``limits.max_requests``): at_s, max_requests
+  and a note; no request was created after that time
 - ``requests``: arrived, completed, failed, rejected, in_flight (these add up:
   arrived = completed + failed + rejected + in_flight), measured (completed after warm-up),
   preemptions
@@ -391,6 +395,19 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
             + sum(v.queries * v.spec.usd_per_query for v in sim.agents.stores.values()), 6)
     from stacksim.finops.spend import spend_section
 
+    if sim.stopped_at_s is not None:
+        summary["partial"] = {
+            "stopped_at_s": round(sim.stopped_at_s, 6),
+            "note": f"stopped at {sim.stopped_at_s:,.1f} of {sc.horizon_s:,.1f} simulated s{' (draining)' if sim.stopped_at_s > sc.horizon_s else ''}: "
+                    "counts, latencies and rates cover the simulated time only",
+        }
+    if sim.limit_reached_s is not None:
+        cap = sc.limits.max_requests
+        summary["limit_reached"] = {
+            "at_s": round(sim.limit_reached_s, 6), "max_requests": cap,
+            "note": f"limits.max_requests ({cap:,}) reached at {sim.limit_reached_s:,.1f} s: closed-loop clients sent no "
+                    "more requests after it; raise limits.max_requests to simulate the whole horizon",
+        }
     summary["spend"] = spend_section(sim, df, serving, summary, tasks)
     if sc.lifecycle is not None:
         from stacksim.lifecycle.run import lifecycle_section

@@ -18,6 +18,7 @@ from stacksim.errors import Problem
 from stacksim.gateway.plan import GatewayPlan
 from stacksim.network import RegionMap
 from stacksim.scenario import schema as S
+from stacksim.scenario.size import RunSize, size_problems
 from stacksim.serving import engines
 from stacksim.serving.core_state import ADMIT_WATERMARK
 from stacksim.serving.costmodel import (
@@ -93,6 +94,7 @@ class ResolvedScenario:
     regions: RegionMap | None = None
     gateway_plan: GatewayPlan | None = None
     disaggregated: dict[str, ResolvedDisagg] = field(default_factory=dict)  # prefill/decode groups (serving/disagg.py)
+    size: RunSize | None = None  # the run's requests and tokens, estimated before the run (scenario/size.py)
 
     def path(self, rel: str) -> str:
         p = Path(rel)
@@ -332,6 +334,16 @@ def resolve(sc: S.Scenario, file: str | None = None) -> tuple[ResolvedScenario, 
                 )
             if isinstance(spec, S.EmpiricalLength):
                 _check_trace(rs, where + (which,), spec.path, spec.format, problems)
+                _check_empirical(rs, where + (which,), spec, which.removesuffix("_tokens"), problems)
+        # The arrival process refuses these at run time too (workload/arrivals.py): found here first.
+        if isinstance(w.arrival, S.MultiStage) and w.arrival.nominal_end_s > sc.horizon_s:
+            end = w.arrival.nominal_end_s
+            problems.append(PathProblem(where + ("arrival", "stages"), f"the stages run {end:g} s (durations plus gap_s) "
+                                        f"but horizon_s is {sc.horizon_s:g}; raise horizon_s to at least {end:g} or "
+                                        "shorten the stages"))
+    # Sized last, with the trace files read: an oversized run is refused before it allocates anything.
+    for path, msg in size_problems(rs):
+        problems.append(PathProblem(path, msg))
     return rs, problems
 
 
@@ -343,6 +355,18 @@ def _check_trace(rs: ResolvedScenario, where: FieldPath, rel: str, fmt: str | No
         problems.append(PathProblem(where + ("path",), str(exc)))
         return
     rs.trace_paths[where] = path
+
+
+def _check_empirical(rs: ResolvedScenario, where: FieldPath, spec: S.EmpiricalLength, which: str,
+                     problems: list[PathProblem]) -> None:
+    """An empirical length needs positive values in its column (the sampler draws from those)."""
+    path = rs.trace_paths.get(where)
+    if path is None:  # the trace itself was reported
+        return
+    tr = load_trace(path, spec.format)
+    col = tr.input_tokens if (spec.field or which) == "input" else tr.output_tokens
+    if not (col > 0).any():
+        problems.append(PathProblem(where + ("path",), f"trace '{path}' has no positive {spec.field or which} lengths"))
 
 
 def problems_to_report(problems: list[PathProblem], lines: dict[FieldPath, int]) -> list[Problem]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from stacksim.catalog.stack import provider_models, regions
 from stacksim.gateway.plan import plan_gateway
-from stacksim.network import ANY, build_region_map
+from stacksim.network import ANY, GLOBAL, build_region_map
 from stacksim.scenario import schema as S
 from stacksim.scenario import schema_stack as F
 
@@ -25,6 +25,15 @@ def resolve_stack(rs: ResolvedScenario, problems: list[PathProblem]) -> None:
             problems.append(PathProblem(("regions", n, "jurisdiction"), f"'{n}' is not a catalog region ({', '.join(sorted(regions()))}); give its jurisdiction"))
     rm = build_region_map(custom)
     rs.regions = rm
+    # A round trip between two regions is measured (catalog pairs) or estimated from their
+    # locations (network/); a custom region without lat/lon has neither, which the run found only
+    # when a call first crossed to it.
+    used = _regions_used(sc.model_dump())
+    for n, r in sc.regions.items():
+        if n not in regions() and (r.lat is None or r.lon is None) and n in used and len(used - {n, GLOBAL}) > 0:
+            others = ", ".join(sorted(used - {n, GLOBAL}))
+            problems.append(PathProblem(("regions", n), f"'{n}' has no location, so its round trips to {others} cannot be "
+                                        "estimated; give its lat and lon (degrees)"))
     valid_regions = ", ".join(sorted(rm.places))
     jurisdictions = sorted({p.jurisdiction for p in rm.places.values() if p.jurisdiction} | {ANY})
     for n, pool in sc.pools.items():
@@ -84,3 +93,20 @@ def resolve_stack(rs: ResolvedScenario, problems: list[PathProblem]) -> None:
                 problems.append(PathProblem(where + ("provider",), f"unknown provider '{f.provider}'; endpoints: {', '.join(endpoints) or 'none'}; catalog providers: {', '.join(sorted(provider_models()))}"))
         elif isinstance(f, F.RegionLoss) and f.region not in rm.places:
             problems.append(PathProblem(where + ("region",), f"unknown region '{f.region}'; valid: {valid_regions}"))
+
+
+def _regions_used(data: object) -> set[str]:
+    """Every region a scenario names (``region:`` and ``regions:`` values anywhere, defaults included)."""
+    out: set[str] = set()
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if k in ("region", "regions") and isinstance(v, str):
+                out.add(v)
+            elif k == "regions" and isinstance(v, list):
+                out |= {x for x in v if isinstance(x, str)}
+            else:
+                out |= _regions_used(v)
+    elif isinstance(data, list):
+        for v in data:
+            out |= _regions_used(v)
+    return out

@@ -11,16 +11,18 @@ layer lands; see ``docs/ARCHITECTURE.md``.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from stacksim.catalog import versions
-from stacksim.scenario.schema_base import Name, Strict
+from stacksim.scenario.schema_base import MAX_COUNT, MAX_LABEL_CHARS, Label, Name, Strict
 from stacksim.scenario.schema_disagg import Disaggregated
 from stacksim.scenario.schema_gateway import Gateway, PromptRepeats
 from stacksim.scenario.schema_kv_offload import KvOffload
 from stacksim.scenario.schema_lifecycle import Lifecycle
+from stacksim.scenario.schema_limits import ScenarioLimits
 from stacksim.scenario.schema_lora import Lora, LoraTenants
 from stacksim.scenario.schema_stack import Fault, ProviderEndpoint, Region, ResidencyClass
 
@@ -43,7 +45,7 @@ class Pool(Strict):
     """A pool of identical accelerators in one region."""
 
     accelerator: str = Field(description="Catalog id, e.g. h100-sxm (see `stacksim catalog`).")
-    count: int = Field(ge=1, description="Number of accelerators (GPUs/chips) in the pool.")
+    count: int = Field(ge=1, le=MAX_COUNT, description="Number of accelerators (GPUs/chips) in the pool.")
     region: str = Field(default="us-east", description="A catalog region id or a key of regions:.")
     purchase: Literal["on_demand", "reserved_1y", "reserved_3y", "spot", "owned"] = Field(
         default="on_demand", description="How the capacity is bought: on demand, reserved for 1 or 3 years (paid whether "
@@ -326,8 +328,8 @@ class Autoscaling(Strict):
     reference); min_replicas 0 scales to zero, and a request that finds no replica waits for a cold
     start (KEDA / Knative behaviour). A new replica serves after provisioning_s + model_load_s."""
 
-    min_replicas: int = Field(default=1, ge=0, description="Fewest replicas (HPA default 1); 0 allows scale to zero.")
-    max_replicas: int = Field(ge=1, description="Most replicas; the pool must hold max_replicas x tensor_parallel x "
+    min_replicas: int = Field(default=1, ge=0, le=MAX_COUNT, description="Fewest replicas (HPA default 1); 0 allows scale to zero.")
+    max_replicas: int = Field(ge=1, le=MAX_COUNT, description="Most replicas; the pool must hold max_replicas x tensor_parallel x "
                               "pipeline_parallel accelerators.")
     metric: AutoscalingMetric
     evaluation_interval_s: float = Field(default=15.0, gt=0, description="How often the metric is read and replicas "
@@ -361,7 +363,7 @@ class Deployment(Strict):
 
     model: str = Field(description="A key of `models:` or a catalog model id.")
     pool: str = Field(description="A key of `pools:`.")
-    replicas: int = Field(default=1, ge=0, description="Engine instances (with autoscaling: the starting count, "
+    replicas: int = Field(default=1, ge=0, le=MAX_COUNT, description="Engine instances (with autoscaling: the starting count, "
                           "between min_replicas and max_replicas; 0 only with autoscaling).")
     tensor_parallel: int = Field(default=1, ge=1)
     pipeline_parallel: int = Field(default=1, ge=1)
@@ -447,7 +449,7 @@ class ClosedLoop(Strict):
     previous one finished (closed loop: the load adapts to the latency)."""
 
     kind: Literal["closed_loop"]
-    clients: int = Field(ge=1)
+    clients: int = Field(ge=1, le=MAX_COUNT)
     think_time_s: float = Field(default=0.0, ge=0)
 
 
@@ -522,6 +524,12 @@ class FixedLength(Strict):
     value: int = Field(ge=1)
 
 
+# A lognormal whose [min, max] holds under 1% of its draws is the bounds' shape, not the lognormal's
+# (a typo in median or sigma). Such a file never ran: the sampler's 64 redraws left half its
+# requests unplaced (0.99^64 = 0.53) and the run failed, after validation had accepted it.
+MIN_LOGNORMAL_SHARE = 0.01
+
+
 class LognormalLength(Strict):
     """exp(N(ln median, sigma)), rounded, truncated to [min, max] by redrawing."""
 
@@ -535,7 +543,28 @@ class LognormalLength(Strict):
     def _bounds(self) -> LognormalLength:
         if self.max is not None and self.max < self.min:
             raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        share = self.share_in_bounds()
+        if share < MIN_LOGNORMAL_SHARE:
+            raise ValueError(
+                f"lognormal(median={self.median:g}, sigma={self.sigma:g}) almost never falls in [{self.min}, "
+                f"{self.max if self.max is not None else 'no max'}] ({share:.2g} of its draws); widen the bounds or "
+                f"move the median inside them (at least {MIN_LOGNORMAL_SHARE:.0%} of the draws must fall there)")
         return self
+
+    def share_in_bounds(self) -> float:
+        """The share of rounded draws that land in [min, max] (before truncation)."""
+        hi = math.inf if self.max is None else self.max + 0.5
+        if self.sigma == 0:
+            return 1.0 if self.min <= round(self.median) <= hi else 0.0
+        a = (math.log(self.min - 0.5) - math.log(self.median)) / self.sigma
+        b = (math.log(hi) - math.log(self.median)) / self.sigma if hi < math.inf else math.inf
+        if a > 0:  # both bounds above the median: the upper tail, where erfc keeps its precision
+            a, b = -b, -a
+
+        def cdf(x: float) -> float:
+            return 0.5 * math.erfc(-x / math.sqrt(2))
+
+        return cdf(b) - cdf(a)
 
 
 class ExponentialLength(Strict):
@@ -617,7 +646,7 @@ class Workload(Strict):
     shared_prefix: SharedPrefix | None = Field(default=None, description="Prompts sharing system prompts, with "
                                                "prefix-cache block hashes (inference-perf shared_prefix).")
     max_requests: int | None = Field(default=None, ge=1, description="Stop after this many arrivals.")
-    tags: dict[str, str] = Field(default_factory=dict, description="e.g. {team: search, tenant: acme, key: sk-search, user: u1}")
+    tags: dict[Label, Label] = Field(default_factory=dict, description="e.g. {team: search, tenant: acme, key: sk-search, user: u1}")
     region: str | None = Field(default=None, description="Where the requests come from (gateway targets). Default: the gateway's first region.")
     residency: str | None = Field(default=None, description="A key of residency: limiting where the data may go.")
     prompts: PromptRepeats | None = Field(default=None, description="Repeated prompts (so an exact cache can hit). Default: all distinct.")
@@ -661,7 +690,8 @@ class Slo(Strict):
 class Scenario(Strict):
     """A whole stack and its traffic, run for `horizon_s` simulated seconds."""
 
-    name: str = "scenario"
+    name: str = Field(default="scenario", min_length=1, max_length=MAX_LABEL_CHARS,
+                      description="Names the run (and its output folder, runs/<name>-seed<seed>).")
     description: str = ""
     seed: int = Field(default=0, ge=0)
     horizon_s: float = Field(gt=0, description="Simulated time; arrivals stop here.")
@@ -688,6 +718,9 @@ class Scenario(Strict):
         description="Deprecation risk: the chance each hosted model is retired by its provider within a planning "
         "horizon, from the deprecation history (shared/facts/model_deprecations.csv) and fitted per-provider hazards.",
     )
+    limits: ScenarioLimits = Field(
+        default_factory=ScenarioLimits, description="Run-size limits (requests, tokens), checked before anything is generated "
+        "(stacksim validate and run); raise them to run past the defaults (stacksim/scenario/schema_limits.py).")
 
     @model_validator(mode="after")
     def _something_serves(self) -> Scenario:

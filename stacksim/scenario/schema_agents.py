@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from stacksim.scenario.schema import Arrival, Length
-from stacksim.scenario.schema_base import Strict
+from stacksim.scenario.schema_base import MAX_LATENCY_S, Label, Strict
 from stacksim.scenario.schema_gateway import LatencyMs
 
 # --------------------------------------------------------------------------- counts
@@ -202,10 +202,10 @@ class Fleet(Strict):
     max_tasks: int | None = Field(default=None, ge=1, description="Stop after this many task arrivals.")
     concurrency: int | None = Field(default=None, ge=1, description="Tasks running at once; more wait.")
     budget: TaskBudget = Field(default_factory=TaskBudget)
-    timeout_s: float | None = Field(default=None, gt=0, description="A task still running after this is stopped.")
+    timeout_s: float | None = Field(default=None, gt=0, le=MAX_LATENCY_S, description="A task still running after this is stopped.")
     region: str | None = None
     residency: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict, description="Gateway key / team / user, tenant ...")
+    tags: dict[Label, Label] = Field(default_factory=dict, description="Gateway key / team / user, tenant ...")
 
 
 LoopStep.model_rebuild()

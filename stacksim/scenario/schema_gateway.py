@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from stacksim.scenario.schema_base import Loose, Name, Strict
+from stacksim.scenario.schema_base import MAX_COUNT, MAX_LATENCY_S, Loose, Name, Strict
 from stacksim.scenario.schema_lora import GatewayLora
 from stacksim.scenario.schema_portkey import PortkeyTarget
 
@@ -47,8 +47,8 @@ class LitellmParams(Loose):
     tpm: int | None = Field(default=None, ge=0)
     weight: float | None = Field(default=None, ge=0)
     order: int | None = Field(default=None, ge=0)
-    timeout: float | None = Field(default=None, gt=0, description="Whole-call timeout, seconds.")
-    stream_timeout: float | None = Field(default=None, gt=0, description="Time-to-first-token timeout, seconds.")
+    timeout: float | None = Field(default=None, gt=0, le=MAX_LATENCY_S, description="Whole-call timeout, seconds.")
+    stream_timeout: float | None = Field(default=None, gt=0, le=MAX_LATENCY_S, description="Time-to-first-token timeout, seconds.")
     max_parallel_requests: int | None = Field(default=None, ge=1)
     region_name: str | None = None
     input_cost_per_token: float | None = Field(default=None, ge=0)
@@ -89,8 +89,8 @@ class RouterSettings(Loose):
     routing_strategy: RoutingStrategy = "simple-shuffle"
     routing_strategy_args: RoutingStrategyArgs = Field(default_factory=RoutingStrategyArgs)
     num_retries: int | None = Field(default=None, ge=0)
-    retry_after: float | None = Field(default=None, ge=0, description="Minimum wait before a retry, seconds.")
-    timeout: float | None = Field(default=None, gt=0)
+    retry_after: float | None = Field(default=None, ge=0, le=MAX_LATENCY_S, description="Minimum wait before a retry, seconds.")
+    timeout: float | None = Field(default=None, gt=0, le=MAX_LATENCY_S)
     allowed_fails: int | None = Field(default=None, ge=0)
     cooldown_time: float | None = Field(default=None, ge=0)
     disable_cooldowns: bool = False
@@ -109,7 +109,7 @@ class CacheParams(Loose):
 
 class LitellmSettings(Loose):
     num_retries: int | None = Field(default=None, ge=0)
-    request_timeout: float | None = Field(default=None, gt=0)
+    request_timeout: float | None = Field(default=None, gt=0, le=MAX_LATENCY_S)
     fallbacks: FallbackList | None = None
     context_window_fallbacks: FallbackList | None = None
     content_policy_fallbacks: FallbackList | None = None
@@ -176,7 +176,7 @@ class Gateway(Strict):
     general_settings: Loose | None = None
     regions: list[str] = Field(default_factory=lambda: ["us-east"], min_length=1,
                                description="Regions with a gateway instance; a request enters the nearest one its residency allows.")
-    instances_per_region: int = Field(default=1, ge=1)
+    instances_per_region: int = Field(default=1, ge=1, le=MAX_COUNT)
     instance_usd_per_hour: float = Field(default=0.0, ge=0, description="What one gateway instance costs to run (spend).")
     workers_per_instance: int = Field(default=4, ge=1, description="Requests a gateway instance processes at once "
                                       "(LiteLLM benchmark pods: 4 workers on 4 vCPUs, docs.litellm.ai/docs/benchmarks).")

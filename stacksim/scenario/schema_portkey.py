@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from stacksim.scenario.schema_base import Loose, Strict
+from stacksim.scenario.schema_base import MAX_LATENCY_MS, Loose, Strict
 from stacksim.scenario.schema_lora import GatewayLora
 
 # Portkey's default retry status codes (src/globals.ts RETRY_STATUS_CODES; the docs add 529).
@@ -70,7 +70,7 @@ class PortkeyTarget(Loose):
     targets: list[PortkeyTarget] | None = None
     retry: PortkeyRetry | int | None = None
     cache: PortkeyCache | Literal["simple", "semantic"] | None = None
-    request_timeout: int | None = Field(default=None, ge=1, description="Milliseconds per try; a timed-out try answers 408.")
+    request_timeout: int | None = Field(default=None, ge=1, le=MAX_LATENCY_MS, description="Milliseconds per try; a timed-out try answers 408.")
     lora: GatewayLora | None = Field(
         default=None, description="stacksim, on a custom_host target: the LoRA adapter its calls use (a key of the "
         "deployment's engine.lora.adapters), or {tenants: {<caller's tags.tenant>: <adapter> | null}, default: <adapter>}. "

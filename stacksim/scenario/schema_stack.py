@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from stacksim.scenario.schema_base import Name, Strict
+from stacksim.scenario.schema_base import MAX_LATENCY_S, Name, Strict
 
 # --------------------------------------------------------------------------- regions
 
@@ -38,8 +38,8 @@ class ResidencyClass(Strict):
 class ProviderLatency(Strict):
     """Latency of one model at this endpoint, where the catalog has none or you measured your own."""
 
-    ttft_p50_s: float = Field(gt=0)
-    ttft_p90_s: float | None = Field(default=None, gt=0)
+    ttft_p50_s: float = Field(gt=0, le=MAX_LATENCY_S)
+    ttft_p90_s: float | None = Field(default=None, gt=0, le=MAX_LATENCY_S)
     output_tps_p50: float = Field(gt=0, description="Output tokens per second, median.")
     output_tps_p10: float | None = Field(default=None, gt=0)
     source: str = Field(min_length=1, description="Where these figures come from.")

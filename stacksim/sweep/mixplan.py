@@ -20,6 +20,7 @@ are simulated with every request routed to the type its bucket was given.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 import tempfile
@@ -31,14 +32,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from stacksim.errors import Problem, ScenarioError, StackSimError
 from stacksim.scenario import load_scenario_text
 from stacksim.scenario import schema as S
 from stacksim.scenario.schema import Strict
-from stacksim.scenario.yamlio import line_of, load_yaml_with_lines
+from stacksim.scenario.schema_limits import RunLimits
+from stacksim.scenario.yamlio import is_regular_file, line_of, load_yaml_with_lines, read_text_file
 from stacksim.sweep import mix
+from stacksim.sweep.spec import runs_problem
 
 # Mélange's profiling grid (tyler-griggs/melange-release melange/profiling/benchmark-launcher.sh:
 # input and output lengths 25, 100, 250, 500, 1000, 2000). Its workloads fit a 4k context; for
@@ -73,6 +76,16 @@ class MixFile(Strict):
     slice_factor: int = Field(default=4, ge=1, le=16)
     profile_horizon_s: float = Field(default=120.0, gt=0)
     check: bool = True
+    limits: RunLimits = Field(default_factory=RunLimits, description="How many profiles and checks the plan may ask "
+                              "for (max_runs: accelerators x length buckets, plus two checks a rate).")
+
+    @field_validator("input_edges", "output_edges")
+    @classmethod
+    def _edges_increase(cls, v: list[int]) -> list[int]:
+        # Bucket edges are token counts: each bucket is (previous edge, edge], so they must rise from 1.
+        if v and (v[0] < 1 or any(b <= a for a, b in itertools.pairwise(v))):
+            raise ValueError(f"edges are token counts >= 1 in increasing order, e.g. [25, 100, 250]; got {v}")
+        return v
 
 
 @dataclass
@@ -100,9 +113,7 @@ def load_mix(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
     """Read and check a mix file; errors name the file, line and field (exit code 2).
     ``overrides`` replaces top-level keys before validation."""
     p, name = Path(path), str(path)
-    if not p.is_file():
-        raise ScenarioError([Problem("mix file not found")], file=name)
-    data, lines = load_yaml_with_lines(p.read_text(encoding="utf-8"), name)
+    data, lines = load_yaml_with_lines(read_text_file(p, "mix"), name)
     if not isinstance(data, dict):
         raise ScenarioError([Problem("a mix file is a YAML mapping (base, deployment, accelerators, rates)", line=1)], file=name)
     if overrides:
@@ -113,9 +124,9 @@ def load_mix(path: str | Path, overrides: dict[str, Any] | None = None) -> Plan:
         raise ScenarioError([Problem("give the scenario to plan for: base: path/to/scenario.yaml (relative to this file)",
                                      field="base", line=line_of(lines, ("base",)))], file=name)
     base_path = (p.parent / base_rel).resolve()
-    if not base_path.is_file():
+    if not is_regular_file(base_path):
         raise ScenarioError([Problem(f"base scenario '{base_rel}' not found", field="base", line=line_of(lines, ("base",)))], file=name)
-    base, _ = load_yaml_with_lines(base_path.read_text(encoding="utf-8"), str(base_path))
+    base, _ = load_yaml_with_lines(read_text_file(base_path, "scenario"), str(base_path))
     return plan_for({k: v for k, v in data.items() if k != "base"}, base, base_path, name, lines)
 
 
@@ -128,8 +139,15 @@ def plan_for(data: dict[str, Any], base: dict[str, Any], base_path: Path, name: 
     try:
         spec = MixFile.model_validate({"base": str(base_path), **data})
     except ValidationError as exc:
-        raise ScenarioError([Problem(e["msg"], field=".".join(map(str, e["loc"])), line=line_of(lines, tuple(e["loc"])))
+        raise ScenarioError([Problem(e["msg"].removeprefix("Value error, "), field=".".join(map(str, e["loc"])), line=line_of(lines, tuple(e["loc"])))
                              for e in exc.errors(include_url=False)], file=name) from None
+    # Counted before any profile: a bucket per pair of edges (and the longest request's), two checks a rate.
+    n_acc, n_in, n_out = len(spec.accelerators), len(spec.input_edges) + 1, len(spec.output_edges) + 1
+    n_checks = 2 * len(spec.rates) if spec.check else 0
+    too_many = runs_problem(n_acc * n_in * n_out + n_checks, spec.limits, f"{n_acc:,} accelerators x {n_in:,} x {n_out:,} "
+                            f"length buckets, plus {n_checks:,} checks", lines)
+    if too_many is not None:
+        raise ScenarioError([too_many], file=name)
     rs = load_scenario_text(yaml.safe_dump(base, sort_keys=False), str(base_path))  # the base must be valid itself
     probs: list[Problem] = []
 

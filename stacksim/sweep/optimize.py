@@ -22,26 +22,36 @@ the reason it failed. Optionally, the optimum's capacity is found by bisection o
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from stacksim.errors import Problem, ScenarioError
 from stacksim.metrics.summary import HOURS_PER_MONTH
 from stacksim.scenario import load_scenario_text
 from stacksim.scenario.schema import Strict
-from stacksim.scenario.yamlio import line_of, load_yaml_with_lines
+from stacksim.scenario.schema_limits import RunLimits
+from stacksim.scenario.yamlio import is_regular_file, line_of, load_yaml_with_lines, read_text_file
 from stacksim.sweep.runner import headline
-from stacksim.sweep.spec import apply, check_path
+from stacksim.sweep.spec import apply, check_path, runs_problem
 
 
 class Capacity(Strict):
     path: str
     range: list[float] = Field(min_length=2, max_length=2)
     tolerance: float = Field(default=0.05, gt=0, lt=1, description="Relative width at which bisection stops.")
+
+    @field_validator("range")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        # Bisection stops on the relative width (high - low) / high: it needs 0 < low < high.
+        if len(v) == 2 and not 0 < v[0] < v[1]:
+            raise ValueError(f"a range is [low, high] with 0 < low < high; got [{v[0]:g}, {v[1]:g}]")
+        return v
 
 
 class OptimizeFile(Strict):
@@ -51,6 +61,8 @@ class OptimizeFile(Strict):
     minimums: dict[str, float] = Field(default_factory=dict, description="Lower bounds on headline metrics.")
     seeds: int = Field(default=1, ge=1)
     capacity: Capacity | None = Field(default=None, description="Bisection on traffic for the optimum's headroom.")
+    limits: RunLimits = Field(default_factory=RunLimits, description="How many runs the search may ask for (max_runs: "
+                              "candidates x seeds, counted before any is built).")
 
 
 @dataclass
@@ -77,20 +89,18 @@ def _metric_names() -> set[str]:
 def load_optimize(path: str | Path) -> tuple[OptimizeFile, Path, dict[str, Any]]:
     p = Path(path)
     name = str(path)
-    if not p.is_file():
-        raise ScenarioError([Problem("optimize file not found")], file=name)
-    data, lines = load_yaml_with_lines(p.read_text(encoding="utf-8"), name)
+    data, lines = load_yaml_with_lines(read_text_file(p, "optimize"), name)
     try:
         spec = OptimizeFile.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(
-            [Problem(e["msg"], field=".".join(map(str, e["loc"])), line=line_of(lines, tuple(e["loc"]))) for e in exc.errors(include_url=False)],
+            [Problem(e["msg"].removeprefix("Value error, "), field=".".join(map(str, e["loc"])), line=line_of(lines, tuple(e["loc"]))) for e in exc.errors(include_url=False)],
             file=name,
         ) from None
     base_path = (p.parent / spec.base).resolve()
-    if not base_path.is_file():
+    if not is_regular_file(base_path):
         raise ScenarioError([Problem(f"base scenario '{spec.base}' not found", field="base", line=line_of(lines, ("base",)))], file=name)
-    base_data, _ = load_yaml_with_lines(base_path.read_text(encoding="utf-8"), str(base_path))
+    base_data, _ = load_yaml_with_lines(read_text_file(base_path, "scenario"), str(base_path))
     probs = []
     names = _metric_names()
     for section in ("constraints", "minimums"):
@@ -113,6 +123,11 @@ def load_optimize(path: str | Path) -> tuple[OptimizeFile, Path, dict[str, Any]]
         probs.append(Problem("give at least one constraint (e.g. constraints: {ttft_p99_ms: 500})", field="constraints"))
     if probs:
         raise ScenarioError(probs, file=name)
+    sizes = [len(v) for v in spec.knobs.values()]
+    too_many = runs_problem(math.prod(sizes) * spec.seeds, spec.limits, f"{' x '.join(f'{n:,}' for n in sizes)} "
+                            f"candidates x {spec.seeds:,} seed{'s' if spec.seeds != 1 else ''}", lines)
+    if too_many is not None:
+        raise ScenarioError([too_many], file=name)
     return spec, base_path, base_data
 
 
@@ -193,7 +208,13 @@ def capacity(path: str | Path, values: dict[str, Any], cap: Capacity) -> tuple[f
     trace: list[tuple[float, bool]] = []
 
     def meets(x: float) -> bool:
-        ok = evaluate(spec, base_path, base, {**values, cap.path: x})[0]
+        try:
+            ok = evaluate(spec, base_path, base, {**values, cap.path: x})[0]
+        except ScenarioError as exc:  # the value itself is invalid there (e.g. a count of 2.5)
+            p = exc.problems[0]
+            raise ScenarioError([Problem(f"at {cap.path} = {x:g} the optimum is not a valid scenario ({p.field}: "
+                                         f"{p.message}); narrow capacity.range", field="capacity.range")],
+                                file=str(path)) from None
         trace.append((x, ok))
         return ok
 

@@ -6,7 +6,9 @@ function executes; rows are written in run order, so every backend gives the sam
 
 Results live in ``OUT/runs/part-*.parquet`` (a Parquet dataset, one file per flush, written
 atomically), optional ``OUT/requests/run-<id>.parquet``, and ``OUT/sweep.duckdb`` with a view
-``runs`` over the dataset. A restarted sweep reads the run ids already stored and skips them.
+``runs`` over the dataset. A restarted sweep reads the runs already stored, by (run index, run
+id), and skips exactly those: a design may repeat a point (a random design over a few values),
+so a run id alone does not name a run.
 """
 
 from __future__ import annotations
@@ -166,11 +168,14 @@ class RayBackend:
 BACKENDS: dict[str, Callable[..., Any]] = {"local": LocalBackend, "ray": RayBackend}
 
 
-def stored_ids(out: Path) -> set[str]:
+def stored_runs(out: Path) -> set[tuple[int, str]]:
+    """The (run index, run id) of every run already stored. Both, not the id alone: repeated
+    points share an id, and an edited sweep file can move a point to another index."""
     parts = sorted((out / "runs").glob("part-*.parquet"))
     if not parts:
         return set()
-    return set(pd.concat([pd.read_parquet(p, columns=["run_id"]) for p in parts])["run_id"])
+    df = pd.concat([pd.read_parquet(p, columns=["run_index", "run_id"]) for p in parts])
+    return {(int(i), str(r)) for i, r in zip(df["run_index"], df["run_id"])}
 
 
 def _flush(out: Path, rows: list[dict[str, Any]]) -> None:
@@ -224,9 +229,10 @@ def run_sweep(
     if sweep.spec.per_request:
         (out / "requests").mkdir(exist_ok=True)
         req_dir = str(out / "requests")
-    done = stored_ids(out)
-    runs = [r for r in sweep.runs() if r.run_id not in done]
-    total = len(sweep.runs())
+    done = stored_runs(out)
+    every = sweep.runs()
+    runs = [r for r in every if (r.index, r.run_id) not in done]
+    total = len(every)
     if backend not in BACKENDS:
         raise StackSimError(f"unknown backend '{backend}'; available here: {', '.join(BACKENDS)}")
     be = BACKENDS[backend](workers=workers, **{k: v for k, v in backend_args.items() if v is not None})

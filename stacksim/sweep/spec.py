@@ -21,19 +21,22 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from scipy.stats import qmc
 
-from stacksim.errors import Problem, ScenarioError
+from stacksim.errors import Problem, ScenarioError, clip
 from stacksim.scenario import load_scenario_text
 from stacksim.scenario.schema import Strict
-from stacksim.scenario.yamlio import line_of, load_yaml_with_lines
+from stacksim.scenario.schema_limits import RunLimits
+from stacksim.scenario.size import sci
+from stacksim.scenario.yamlio import is_regular_file, line_of, load_yaml_with_lines, read_text_file
 
 
 class Range(Strict):
@@ -95,6 +98,21 @@ class SweepFile(Strict):
     seed: int = Field(default=0, ge=0, description="Seed of the random and Latin-hypercube designs.")
     parameters: dict[str, Values] = Field(min_length=1)
     per_request: bool = Field(default=False, description="Also store every run's requests table.")
+    limits: RunLimits = Field(default_factory=RunLimits, description="How many runs the sweep may ask for (max_runs); "
+                              "each run's own size is the base scenario's limits:.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_list(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("an empty list runs nothing; give a count (seeds: 2 runs seeds 0 and 1) or a list of "
+                                 "seeds >= 0")
+            if min(v) < 0:
+                raise ValueError(f"a seed is >= 0; got {min(v)}")
+            if len(set(v)) < len(v):
+                raise ValueError("a seed is listed twice (its runs would be identical); list each seed once")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> SweepFile:
@@ -107,6 +125,15 @@ class SweepFile(Strict):
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def n_points(self) -> int:
+        """The design's points, counted without building them (an exact integer, however big)."""
+        if isinstance(self.design, Grid):
+            return math.prod(v.steps if isinstance(v, Range) else len(v) for v in self.parameters.values())
+        return self.design.n
+
+    def n_runs(self) -> int:
+        return self.n_points() * (self.seeds if isinstance(self.seeds, int) else len(self.seeds))
 
 
 @dataclass(frozen=True)
@@ -217,13 +244,60 @@ def expand(spec: SweepFile) -> list[dict[str, Any]]:
     return points
 
 
+def _design_how(spec: SweepFile) -> str:
+    n_seeds = spec.seeds if isinstance(spec.seeds, int) else len(spec.seeds)
+    if isinstance(spec.design, Grid):
+        sizes = " x ".join(f"{v.steps if isinstance(v, Range) else len(v):,}" for v in spec.parameters.values())
+        pts = f"a grid of {sizes} points"
+    else:
+        pts = f"design.n {spec.design.n:,} points"
+    return f"{pts} x {n_seeds:,} seed{'s' if n_seeds != 1 else ''}"
+
+
+def runs_problem(n: int, limits: RunLimits, how: str, lines: dict[Any, int], field: str = "limits.max_runs") -> Problem | None:
+    """The one problem of a sweep, optimize or mix file that asks for more than ``limits.max_runs``
+    runs (counted before any is built), or None."""
+    if n <= limits.max_runs:
+        return None
+    return Problem(f"this would run {sci(n)} simulations ({how}); the limit is {limits.max_runs:,}: use fewer "
+                   "points or seeds, or raise `limits.max_runs` to go on", field=field,
+                   line=next((lines[k] for k in (("limits", "max_runs"), ("design",), ("parameters",)) if k in lines), None))
+
+
+def _kind(v: Any) -> Any:
+    """The type of a parameter value as a results table column sees it (ints and floats alike)."""
+    if isinstance(v, bool):
+        return "true/false"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "text"
+    if isinstance(v, list):
+        return tuple(_kind(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((str(k), _kind(x)) for k, x in v.items()))
+    return type(v).__name__
+
+
+def mixed_types(vals: list[Any]) -> str | None:
+    """Why a parameter's values cannot share one column of the results table (None if they can):
+    they must all be numbers, all text, all true/false (or lists and mappings of the same shape)."""
+    kinds = {}
+    for v in vals:
+        if v is not None:
+            kinds.setdefault(repr(_kind(v)), v)
+    if len(kinds) <= 1:
+        return None
+    shown = ", ".join(f"{clip(k.strip(chr(39)))} {clip(repr(v))}" for k, v in list(kinds.items())[:3])
+    return (f"values of different types ({shown}); a parameter's values are all numbers, all text or all "
+            "true/false, since the results table has one column per parameter")
+
+
 def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file; errors name the file, line and field like scenario errors."""
     p = Path(path)
     name = str(path)
-    if not p.is_file():
-        raise ScenarioError([Problem("sweep file not found")], file=name)
-    text = p.read_text(encoding="utf-8")
+    text = read_text_file(p, "sweep")
     data, lines = load_yaml_with_lines(text, name)
     from pydantic import ValidationError
 
@@ -236,9 +310,9 @@ def load_sweep(path: str | Path) -> Sweep:
             probs.append(Problem(err["msg"].removeprefix("Value error, "), field=".".join(map(str, loc)), line=line_of(lines, loc)))
         raise ScenarioError(probs, file=name) from None
     base_path = (p.parent / spec.base).resolve()
-    if not base_path.is_file():
+    if not is_regular_file(base_path):
         raise ScenarioError([Problem(f"base scenario '{spec.base}' not found (looked at {base_path})", field="base", line=line_of(lines, ("base",)))], file=name)
-    base_text = base_path.read_text(encoding="utf-8")
+    base_text = read_text_file(base_path, "scenario")
     base_data, _ = load_yaml_with_lines(base_text, str(base_path))
     probs = []
     for param, vals in spec.parameters.items():
@@ -249,12 +323,19 @@ def load_sweep(path: str | Path) -> Sweep:
         ):
             probs.append(Problem(f"linked parameters need a list of {len(paths)}-element lists (one value per path)", **where))
             continue
+        mixed = None if isinstance(vals, Range) else mixed_types(vals)
+        if mixed is not None:
+            probs.append(Problem(mixed, **where))
+            continue
         for one in paths:
             why = check_path(base_data, one.strip())
             if why:
                 probs.append(Problem(why, **where))
     if probs:
         raise ScenarioError(probs, file=name)
+    too_many = runs_problem(spec.n_runs(), spec.limits, _design_how(spec), lines)
+    if too_many is not None:
+        raise ScenarioError([too_many], file=name)
     points = expand(spec)
     # Points are not validated here: a point the scenario rejects (a model that does not fit on
     # fewer GPUs) is a legitimate outcome, recorded as a failed run with its message.

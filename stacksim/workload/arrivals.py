@@ -7,6 +7,7 @@ within sampling error: a test checks this.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,6 +49,8 @@ def gamma(spec: S.GammaArrivals, rng: np.random.Generator, horizon: float, limit
 def deterministic(spec: S.Deterministic, rng: np.random.Generator, horizon: float, limit: int | None, **_: object) -> np.ndarray:
     gap = 1.0 / spec.rate_per_s
     n = int(np.ceil(horizon / gap)) + 1
+    if limit is not None:  # the first `limit` arrivals are the same; never build the rest
+        n = min(n, limit + 1)
     out = gap * np.arange(1, n + 1, dtype=np.float64)
     out = out[out < horizon]
     return out[:limit] if limit is not None else out
@@ -190,3 +193,60 @@ ARRIVALS: dict[str, Callable[..., np.ndarray]] = {
     "trace": trace,
     "multi_stage": multi_stage,
 }
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def _g(x: float) -> str:
+    return f"{x:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many arrivals a process makes, known before any is drawn (a run's size,
+    scenario/size.py): ``n``, how it was counted, and the field (below the workload) that sets it."""
+
+    n: float
+    how: str
+    field: tuple[str, ...]
+
+
+def expected_count(spec: S.Arrival, horizon: float, limit: int | None, *, path: str = "",
+                   limit_field: str = "max_requests", unit: str = "requests") -> Count:
+    """The arrivals ``spec`` generates (or, for a closed loop, may make) over ``horizon`` seconds,
+    as the functions above build them: a renewal process stops at ``limit``, a multi_stage
+    process builds every stage before the horizon and ``limit`` cut it, a trace keeps its rows
+    inside the horizon. ``path``: the trace file of a ``trace`` process; ``limit_field`` and
+    ``unit`` name the limit and what arrives (a fleet's max_tasks and tasks)."""
+    def capped(n: float, how: str, field: tuple[str, ...]) -> Count:
+        if limit is not None and limit < n:
+            return Count(float(limit), f"{limit_field} {limit:,}", (limit_field,))
+        return Count(n, how, field)
+
+    if isinstance(spec, (S.Poisson, S.GammaArrivals, S.Deterministic)):
+        return capped(spec.rate_per_s * horizon, f"{_g(spec.rate_per_s)} {unit}/s x horizon_s {_g(horizon)}",
+                      ("arrival", "rate_per_s"))
+    if isinstance(spec, S.Offline):
+        return Count(float(limit or 0), f"{limit_field} {limit or 0:,} at time zero", (limit_field,))
+    if isinstance(spec, S.ClosedLoop):
+        c = spec.clients
+        if spec.think_time_s > 0:  # a client sends at most one request per think time
+            return capped(c * (1.0 + horizon / spec.think_time_s),
+                          f"at most {c:,} clients x (1 + horizon_s {_g(horizon)} / think_time_s {_g(spec.think_time_s)}) {unit}",
+                          ("arrival", "clients"))
+        # Without think time a client's next request waits only for the last one: how many that
+        # makes is known by running; the clients' first requests are what is built up front.
+        return capped(float(c), f"{c:,} clients' first requests (set {limit_field} to bound the rest)", ("arrival", "clients"))
+    if isinstance(spec, S.TraceArrivals):
+        if not path:
+            return Count(0.0, "an unreadable trace", ("arrival", "path"))
+        t = load_trace(path, spec.format).arrival_s
+        t = (t[t >= spec.start_s] - spec.start_s) * spec.time_scale
+        return capped(float(np.count_nonzero(t < horizon)), "the trace's rows inside the horizon", ("arrival", "path"))
+    assert isinstance(spec, S.MultiStage)
+    whole = spec.process in ("inference_perf_constant", "inference_perf_poisson", "deterministic")
+    each = [st.rate_per_s * st.duration_s for st in spec.stages]
+    n = sum(float(int(x)) if whole and np.isfinite(x) else x for x in each)
+    # Every stage is built before max_requests cuts it (stage_arrivals), so the limit does not bound this.
+    return Count(n, f"{len(spec.stages)} stage(s), the sum of rate_per_s x duration_s", ("arrival", "stages"))

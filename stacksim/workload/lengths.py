@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -27,6 +28,22 @@ def lognormal(spec: S.LognormalLength, rng: np.random.Generator, n: int, **_: ob
         ok = (x >= spec.min) & (x <= hi)
         out[todo[ok]] = x[ok].astype(np.int64)
         todo = todo[~ok]
+    if todo.size and spec.sigma > 0:
+        # Still outside after 64 redraws: the bounds hold a small share of the distribution
+        # (validation refuses under 1%, schema.LognormalLength). Draw the rest from the same
+        # truncated distribution by inverting its CDF, so a run never fails on what validation
+        # accepted; runs that never get here consume the same random numbers as before. Imported
+        # here, on this rare path only: scipy.special takes a while to import.
+        from scipy.special import ndtr, ndtri
+
+        a = (np.log(spec.min - 0.5) - mu) / spec.sigma
+        b = (np.log(hi + 0.5) - mu) / spec.sigma
+        flip = a > 0  # work in the lower tail, where ndtr keeps its precision
+        lo_z, hi_z = (-b, -a) if flip else (a, b)
+        z = ndtri(rng.uniform(ndtr(lo_z), ndtr(hi_z), todo.size))
+        x = np.rint(np.exp(mu + spec.sigma * (-z if flip else z)))
+        out[todo] = np.clip(x, spec.min, hi).astype(np.int64)
+        todo = todo[:0]
     if todo.size:
         raise ValueError(
             f"lognormal(median={spec.median}, sigma={spec.sigma}) almost never falls in "
@@ -59,3 +76,27 @@ LENGTHS: dict[str, Callable[..., np.ndarray]] = {
     "uniform": uniform,
     "empirical": empirical,
 }
+
+
+def mean_length(spec: S.Length, *, path: str = "", which: str = "input", fmt: str | None = None) -> float:
+    """The mean of a length distribution, known without drawing (a run's size, scenario/size.py).
+    lognormal: exp(mu + sigma^2 / 2), within [min, max] (its truncation keeps the mean there);
+    exponential: the geometric's mean, ``mean``; empirical and trace: the file's column (``path``;
+    0 when it could not be read; ``fmt``: a trace spec's format, its arrival's). ``which``: the
+    column a trace-backed spec describes."""
+    if isinstance(spec, S.FixedLength):
+        return float(spec.value)
+    if isinstance(spec, S.LognormalLength):
+        half_var = spec.sigma**2 / 2
+        m = spec.median * math.exp(half_var) if half_var < 700 else math.inf  # exp(709) is float64's largest
+        return max(float(spec.min), min(m, float(spec.max) if spec.max is not None else m))
+    if isinstance(spec, S.ExponentialLength):
+        return float(spec.mean)
+    if isinstance(spec, S.UniformLength):
+        return (spec.low + spec.high) / 2
+    if not path:
+        return 0.0
+    tr = load_trace(path, spec.format if isinstance(spec, S.EmpiricalLength) else fmt)
+    col = tr.input_tokens if ((getattr(spec, "field", None) or which) == "input") else tr.output_tokens
+    col = col[col > 0] if isinstance(spec, S.EmpiricalLength) else np.maximum(col, 1)  # as the draws use them
+    return float(col.mean()) if col.size else 0.0

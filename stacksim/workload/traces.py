@@ -8,6 +8,8 @@ format loads the same way.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+from stacksim.errors import clip
 
 if TYPE_CHECKING:
     from stacksim.metrics import RequestTable
@@ -138,10 +142,16 @@ def _mooncake(path: str) -> Trace:
 def load_trace(path: str, fmt: str | None = None) -> Trace:
     """Load a trace file (cached by path, format, size and modification time, so an edited file
     is read again)."""
-    p = Path(path)
-    if not p.exists():
-        raise TraceFormatError(f"trace file '{path}' does not exist")
-    st = p.stat()
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise TraceFormatError(f"trace file '{clip(path, 300)}' does not exist") from None
+    except (OSError, ValueError) as exc:  # a path too long, or with a NUL in it
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a valid path"
+        raise TraceFormatError(f"cannot open trace '{clip(path, 300)}': {why}") from None
+    if not stat.S_ISREG(st.st_mode):  # a device or a named pipe would be read forever, or block
+        raise TraceFormatError(f"trace '{clip(path, 300)}' is not a regular file (a device, a named pipe or a "
+                               "directory); give an Azure CSV or a Mooncake JSONL file")
     return _load_trace(path, fmt, st.st_size, st.st_mtime_ns)
 
 
