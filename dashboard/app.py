@@ -27,6 +27,7 @@ import yaml
 from stacksim import ScenarioError, load_scenario_text, run_scenario
 from stacksim.catalog import accelerators, models
 from stacksim.errors import StackSimError
+from stacksim.report.plots import latency_groups
 from stacksim.serving.capacity import capacity_message
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +113,24 @@ def knobs(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+PERCENT = ("busy", "MFU", "MBU", "mean KV used", "saving", "SLO met (mix)", "cached input", "P(lose primary)", "P(lose all)",
+           "rejected share", "SLO attainment")
+
+
+def table(df: pd.DataFrame, index: str | None = None) -> None:
+    """A table as people read it: named columns, fractions as percentages (27.8%), and no row
+    numbers; ``index`` names the column the row labels go in (none: a RangeIndex, dropped)."""
+    df = df.reset_index(names=index) if index else df.reset_index(drop=True)
+    config = {}
+    for col in df.columns:
+        if col in PERCENT:
+            df[col] = pd.to_numeric(df[col], errors="coerce") * 100.0
+            config[col] = st.column_config.NumberColumn(col, format="%.1f%%")
+        elif "(USD)" in col or col.endswith("$/h"):
+            config[col] = st.column_config.NumberColumn(col, format="$%.2f")
+    st.dataframe(df, hide_index=True, column_config=config)
+
+
 def finops_panels(s: dict[str, Any]) -> None:
     """Month projection, spend by team and model, agent fleets, deprecation risk per route."""
     sp = s["spend"]
@@ -129,54 +148,67 @@ def finops_panels(s: dict[str, Any]) -> None:
     a = s.get("agents")
     if a:
         st.markdown("**agent fleets**")
-        st.dataframe(pd.DataFrame({n: {"tasks": f["tasks"]["arrived"], "completed": f["tasks"]["completed"],
+        table(pd.DataFrame({n: {"tasks": f["tasks"]["arrived"], "completed": f["tasks"]["completed"],
                                        "latency p50 s": f["latency_s"]["p50"], "latency p90 s": f["latency_s"]["p90"],
                                        "LLM calls / task": f["per_task"]["llm_calls"], "tokens in / task": f["per_task"]["input_tokens"],
                                        "amplification": f["token_amplification"], "cached input": f["cached_input_share"]}
-                                   for n, f in a["fleets"].items()}).T)
+                                   for n, f in a["fleets"].items()}).T, "fleet")
     dr = s.get("deprecation_risk")
     if dr:
         o = dr["overall"]
         st.markdown(f"**deprecation risk {dr['start_date']} to {dr['horizon_end']}**: P(any hosted model retires) "
                     f"{o['p_any_retirement']:.0%}, expected migration cost ${o['expected_migration_cost_usd']:,.0f}")
-        st.dataframe(pd.DataFrame({r: {"primary": v["primary"], "P(lose primary)": v.get("p_lose_primary"),
+        table(pd.DataFrame({r: {"primary": v["primary"], "P(lose primary)": v.get("p_lose_primary"),
                                        "P(lose all)": v.get("p_lose_all"), "replacement": v.get("replacement")}
-                                   for r, v in dr["routes"].items()}).T)
+                                   for r, v in dr["routes"].items()}).T, "route")
 
 
-def cdf_figure(df: pd.DataFrame, warm: float) -> plt.Figure:
+def cdf_figure(df: pd.DataFrame, warm: float, slo_ms: dict[str, float | None]) -> plt.Figure:
+    """Latency CDFs of every served request after warm-up: one line per deployment called
+    directly, disaggregated group and gateway route; a dashed line at each SLO target set."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    m = (df["status"] == "completed") & (df["arrival_s"] >= warm)
-    for ax, col, title in zip(axes, ("ttft_s", "tpot_s", "e2e_s"), ("TTFT", "TPOT", "end-to-end")):
-        groups = [(str(d), df["deployment"] == d) for d in df["deployment"].cat.categories]
-        if "route" in df:  # gateway calls: one line per model group
-            groups = [(n, sel & (df["via"] == "direct")) for n, sel in groups]
-            groups += [(f"route {r}", df["route"] == r) for r in df["route"].cat.categories]
+    m = ((df["status"] == "completed") & (df["arrival_s"] >= warm)).to_numpy()
+    groups = latency_groups(df)
+    for ax, col, title, key in zip(axes, ("ttft_s", "tpot_s", "e2e_s"), ("time to first token", "time per output token",
+                                                                          "end-to-end latency"), ("ttft_ms", "tpot_ms", "e2e_ms")):
         for label, sel in groups:
             v = np.sort(df.loc[m & sel, col].to_numpy(dtype=float))
             v = v[np.isfinite(v)] * 1000
             if v.size:
-                ax.plot(v, np.arange(1, v.size + 1) / v.size, label=label)
+                ax.plot(v, np.arange(1, v.size + 1) / v.size, label=f"{label} (n={v.size:,})")
+        if slo_ms.get(key):
+            ax.axvline(float(slo_ms[key]), color="red", ls="--", lw=1, label=f"SLO {slo_ms[key]:g} ms")  # type: ignore[arg-type]
         ax.set_xscale("log")
         ax.set_title(title)
-        ax.set_xlabel("ms")
+        ax.set_xlabel("ms (log scale)")
+        ax.set_ylabel("fraction of requests")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def levels_figure(ts: dict[str, pd.DataFrame]) -> plt.Figure:
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2), sharex=True)
+LEVELS = (("waiting", "queue", "requests waiting per replica"), ("running", "running batch", "sequences per replica"),
+          ("kv_used", "KV-cache occupancy", "fraction of KV blocks"), ("busy", "busy", "fraction of time a batch runs"))
+
+
+def levels_figure(ts: dict[str, pd.DataFrame], warm: float) -> plt.Figure:
+    """Levels over time, averaged over each deployment's replicas (only called when there are
+    deployments: a stack of hosted APIs has none to plot)."""
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4), sharex=True)
     for name, t in ts.items():
-        for ax, col, title in zip(axes, ("waiting", "running", "kv_used", "busy"), ("queue", "running batch", "KV occupancy", "busy")):
+        for ax, (col, _, _) in zip(axes, LEVELS):
             ax.plot(t["t_s"], t[col], label=name)
-            if col in ("kv_used", "busy"):
-                ax.set_ylim(0, 1.05)
-            ax.set_title(title)
-            ax.grid(True, alpha=0.3)
-    if ts:  # a scenario of hosted providers only has no deployment to label
-        axes[0].legend(fontsize=8)
+    for ax, (col, title, unit) in zip(axes, LEVELS):
+        if col in ("kv_used", "busy"):
+            ax.set_ylim(0, 1.05)
+        if warm > 0:
+            ax.axvspan(0, warm, color="grey", alpha=0.12)
+        ax.set_title(title)
+        ax.set_ylabel(unit)
+        ax.set_xlabel("simulated time (s); grey = warm-up")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -197,28 +229,60 @@ def _short(v: float | None) -> str:
     return f"{v:.3g}" if a < 10 else f"{v:.2f}"
 
 
-def headline(s: dict[str, Any], pinned: dict[str, Any] | None) -> None:
-    def val(d: dict[str, Any], *path: str) -> float | None:
-        for p in path:
-            d = d.get(p) if isinstance(d, dict) else None
-        return d  # type: ignore[return-value]
+def _get(d: Any, path: tuple[str, ...]) -> Any:
+    for p in path:
+        d = d.get(p) if isinstance(d, dict) else None
+    return d
 
-    items = [
-        ("p50 TTFT (ms)", ("latency_ms", "ttft", "p50"), True),
-        ("p99 TTFT (ms)", ("latency_ms", "ttft", "p99"), True),
-        ("p50 TPOT (ms)", ("latency_ms", "tpot", "p50"), True),
-        ("p99 TPOT (ms)", ("latency_ms", "tpot", "p99"), True),
-        ("output tok/s", ("throughput", "output_tokens_per_s"), False),
-        ("spend $/month", ("spend", "gpu_usd_per_month"), True),
-        ("SLO attainment", ("slo", "attainment_all"), False),
-        ("rejected", ("requests", "rejected"), True),
-    ]
-    cols = st.columns(len(items))
-    for col, (label, path, lower_better) in zip(cols, items):
-        v = val(s, *path)
-        p = val(pinned, *path) if pinned else None
+
+def _money(v: float | None) -> str:
+    return "-" if v is None else f"${v:,.0f}"
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+SLO_HELP = ("Share of the requests completed after warm-up that met every SLO target set in the scenario "
+            "(slo.attainment_all in summary.json). Rejected, failed and unfinished requests have no latency and are "
+            "not counted here: the rejected share is the next tile.")
+SPEND_HELP = ("Everything a month would cost at this run's rate: accelerators, hosted-API tokens, egress, fixed "
+              "services and agent tools (spend.monthly.total_usd in summary.json). The split is under 'spend split'.")
+
+REJECTED_HELP = ("Share of the arrived requests turned away (budgets, rate limits, prompts too long, no route): "
+                 "requests.rejected_share in summary.json.")
+
+# label, path in summary.json, lower is better, how to show it, help
+TILES: tuple[tuple[str, tuple[str, ...], bool, Any, str | None], ...] = (
+    ("p50 TTFT (ms)", ("latency_ms", "ttft", "p50"), True, _short, None),
+    ("p99 TTFT (ms)", ("latency_ms", "ttft", "p99"), True, _short, None),
+    ("p50 TPOT (ms)", ("latency_ms", "tpot", "p50"), True, _short, None),
+    ("p99 TPOT (ms)", ("latency_ms", "tpot", "p99"), True, _short, None),
+    ("output tok/s", ("throughput", "output_tokens_per_s"), False, _short, None),
+    ("spend $/month", ("spend", "monthly", "total_usd"), True, _money, SPEND_HELP),
+    ("SLO attainment", ("slo", "attainment_all"), False, _short, SLO_HELP),
+    ("rejected", ("requests", "rejected_share"), True, _share, REJECTED_HELP),
+)
+SPLIT = (("accelerators", "gpu_usd"), ("hosted APIs", "api_usd"), ("egress", "egress_usd"), ("services", "services_usd"),
+         ("agent tools", "tools_usd"), ("total", "total_usd"))
+
+
+def headline(s: dict[str, Any], pinned: dict[str, Any] | None) -> None:
+    """The tiles: each shows one number of summary.json (rounded for the tile), with the delta
+    against the pinned run; the spend split is one click away."""
+    cols = st.columns(len(TILES))
+    for col, (label, path, lower_better, show, help_) in zip(cols, TILES):
+        v = _get(s, path)
+        p = _get(pinned, path) if pinned else None
         delta = None if v is None or p is None else round(v - p, 3)
-        col.metric(label, _short(v), delta=delta, delta_color="inverse" if lower_better else "normal")
+        col.metric(label, show(v), delta=delta, delta_color="inverse" if lower_better else "normal", help=help_)
+    sp = s["spend"]
+    with st.popover("spend split"):
+        table = pd.DataFrame({"a month (USD)": [sp["monthly"].get(k, 0.0) for _, k in SPLIT],
+                              "this run (USD)": [sp.get("run", {}).get(k, 0.0) for _, k in SPLIT]},
+                             index=[label for label, _ in SPLIT])
+        st.dataframe(table.style.format("${:,.2f}"))
+        st.caption(sp.get("monthly_basis", ""))
 
 
 SIDE_BY_SIDE = (
@@ -229,8 +293,9 @@ SIDE_BY_SIDE = (
     ("p99 end-to-end (ms)", ("latency_ms", "e2e", "p99")),
     ("output tokens/s", ("throughput", "output_tokens_per_s")),
     ("requests/s", ("throughput", "requests_per_s")),
-    ("spend $/month", ("spend", "gpu_usd_per_month")),
+    ("spend $/month", ("spend", "monthly", "total_usd")),
     ("SLO attainment", ("slo", "attainment_all")),
+    ("rejected share", ("requests", "rejected_share")),
     ("rejected", ("requests", "rejected")),
 )
 
@@ -250,12 +315,6 @@ def capacity_notes(s: dict[str, Any]) -> None:
             lines.append(msg)
     if lines:
         st.caption(" · ".join(lines))
-
-
-def _get(d: Any, path: tuple[str, ...]) -> Any:
-    for p in path:
-        d = d.get(p) if isinstance(d, dict) else None
-    return d
 
 
 def compare_side_by_side(current: dict[str, Any], seed: int) -> None:
@@ -343,7 +402,7 @@ def mix_tab(text: str, name: str) -> None:
              "single $/h": r["single"].usd_per_h if r["single"] else None,
              "cheapest mix": ", ".join(f"{n} {g}" for g, n in sorted(r["mix"].replicas.items())), "mix $/h": r["mix"].usd_per_h,
              "saving": r["saving"], "SLO met (mix)": r.get("mix_attainment")} for r in res["rows"]]
-    st.dataframe(pd.DataFrame(rows))
+    table(pd.DataFrame(rows))
     st.image(res["png"])
     st.download_button("mix.json", res["json"], file_name="mix.json", key="dl_mix")
 
@@ -415,25 +474,38 @@ def main() -> None:
                 + (" · deltas against the pinned run" if pinned else "")
             )
             capacity_notes(s)
-            st.pyplot(cdf_figure(res["requests"], s["time"]["warmup_s"]))
-            st.pyplot(levels_figure(res["timeseries"]))
+            st.pyplot(cdf_figure(res["requests"], s["time"]["warmup_s"], s["slo"]["targets_ms"]))
+            if res["timeseries"]:
+                st.pyplot(levels_figure(res["timeseries"], s["time"]["warmup_s"]))
+            else:
+                st.caption("No self-hosted pools: this stack calls hosted APIs only, so there is no queue, batch, "
+                           "KV cache or GPU time to plot.")
             if s["pools"]:
-                spend = pd.DataFrame({name: {"spend_usd": p["spend_usd"], "idle_spend_usd": p["idle_spend_usd"]} for name, p in s["pools"].items()}).T
-                st.markdown("**spend of this run by pool (USD)**")
-                st.bar_chart(spend, height=220)
+                st.markdown("**pools**: busy is the share of time a batch runs; MFU and MBU are the compute and "
+                            "memory bandwidth that work used (FLOPs and bytes over peak x GPU-time; idle GPUs count as 0)")
+                table(pd.DataFrame({name: {"accelerator": p["accelerator"], "GPUs": p["count"], "GPUs used": p["gpus_used"],
+                                           "busy": p["utilisation"], "MFU": p.get("mfu"), "MBU": p.get("mbu"),
+                                           "spend (USD)": p["spend_usd"], "idle spend (USD)": p["idle_spend_usd"]}
+                                    for name, p in s["pools"].items()}).T, "pool")
             if s["deployments"]:
-                deps = pd.DataFrame(s["deployments"]).T[["model", "accelerator", "replicas", "utilisation", "mean_running", "mean_kv_used", "preemptions", "requests_per_s", "spend_usd"]]
-                for col in ("capacity_rps", "offered_rps", "overloaded"):  # serving/capacity.py
-                    deps[col] = [d.get("capacity", {}).get(col) for d in s["deployments"].values()]
-                st.dataframe(deps)
+                rows = {}
+                for name, d in s["deployments"].items():
+                    cap = d.get("capacity", {})  # serving/capacity.py
+                    rows[name] = {"model": d["model"], "accelerator": d["accelerator"], "replicas": d["replicas"],
+                                  "busy": d["utilisation"], "MFU": d.get("mfu"), "MBU": d.get("mbu"),
+                                  "mean running batch": d["mean_running"], "mean KV used": d["mean_kv_used"],
+                                  "preemptions": d["preemptions"], "requests/s": d["requests_per_s"], "spend (USD)": d["spend_usd"],
+                                  "capacity (req/s)": cap.get("capacity_rps"), "offered (req/s)": cap.get("offered_rps"),
+                                  "overloaded": cap.get("overloaded")}
+                table(pd.DataFrame(rows).T, "deployment")
             if "gateway" in s:
                 g = s["gateway"]
                 st.markdown(f"**gateway** ({g.get('routing_strategy', g['kind'])}): API spend ${g['spend']['api_usd']:,.2f}, retries {g['retries']:,}, "
                             f"fallbacks {g['fallbacks']:,}, cache hits {g['cache']['exact_hits'] + g['cache']['semantic_hits']:,}, "
                             f"residency fail-closed {g['residency']['failed_closed']:,} (violations {g['residency']['violations']})")
-                st.dataframe(pd.DataFrame({k: {"calls": r["calls"], "completed": r["completed"], "rejected": r["rejected"],
-                                               "failed": r["failed"], "cost_usd": r["cost_usd"]} for k, r in g["routes"].items()}).T)
-                st.dataframe(pd.DataFrame({"outcome": list(g["outcomes"]), "calls": list(g["outcomes"].values())}))
+                table(pd.DataFrame({k: {"calls": r["calls"], "completed": r["completed"], "rejected": r["rejected"],
+                                        "failed": r["failed"], "cost (USD)": r["cost_usd"]} for k, r in g["routes"].items()}).T, "route")
+                table(pd.DataFrame({"outcome": list(g["outcomes"]), "calls": list(g["outcomes"].values())}))
             for f in s.get("faults", []):
                 st.caption(f"fault {f['kind']} on {f['target']} {f['start_s']:g}-{f['end_s']:g} s: {f['requests_during']:,} requests during, "
                            f"{f['failed_during']:,} failed, {f['retried_during']:,} retried")
@@ -457,7 +529,7 @@ def main() -> None:
             if df.empty:
                 st.warning(f"no sweep results under {folder}/runs")
             else:
-                st.dataframe(df)
+                st.dataframe(df, hide_index=True)
                 pts = by_point(df)
                 st.pyplot(pareto_figure(pts, pareto(pts)))
 

@@ -48,6 +48,16 @@ def server():  # type: ignore[no-untyped-def]
     proc.wait(timeout=20)
 
 
+def quickstart_summary() -> dict:  # type: ignore[type-arg]
+    import yaml
+
+    from stacksim import load_scenario_text, run_scenario
+
+    path = APP.parents[1] / "scenarios" / "quickstart.yaml"
+    text = path.read_text(encoding="utf-8")
+    return run_scenario(load_scenario_text(text, str(path)), seed=int(yaml.safe_load(text).get("seed", 0))).summary
+
+
 def test_dashboard_runs_and_reacts_to_a_knob(server: str, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
@@ -64,6 +74,16 @@ def test_dashboard_runs_and_reacts_to_a_knob(server: str, tmp_path: Path) -> Non
             return page.locator('[data-testid="stMetric"]', has_text=label).locator('[data-testid="stMetricValue"]').inner_text()
 
         spend_before = tile("spend $/month")
+        # The tiles show summary.json's numbers: the month's total spend, attainment, rejected share.
+        s = quickstart_summary()
+        assert spend_before == f"${s['spend']['monthly']['total_usd']:,.0f}"
+        assert float(tile("SLO attainment")) == pytest.approx(s["slo"]["attainment_all"], abs=5e-4)
+        assert tile("rejected") == f"{s['requests']['rejected_share']:.1%}"
+        page.get_by_text("spend split").click()
+        split = page.locator('[data-testid="stDataFrame"]', has_text="hosted APIs")
+        split.wait_for(state="visible", timeout=10_000)  # the split, one click away
+        assert split.bounding_box()["height"] > 50  # type: ignore[index]
+        page.keyboard.press("Escape")
         assert page.locator("img").count() >= 2  # CDFs and levels over time
         # Halve the pool and the replicas, run again: spend must change.
         for label in ("accelerators", "replicas"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
@@ -21,12 +22,25 @@ def app() -> AppTest:
 
 
 def metric(at: AppTest, label: str) -> float:
+    """A tile's number as shown: '$3,291', '3.92k', '30.7%' (as 0.307), '0.978'."""
     for m in at.metric:
         if m.label == label:
-            v = m.value.replace(",", "")
-            scale = {"k": 1e3, "M": 1e6}.get(v[-1], 1.0)
-            return float(v.rstrip("kM")) * scale
+            v = m.value.replace(",", "").lstrip("$")
+            scale = {"k": 1e3, "M": 1e6, "%": 0.01}.get(v[-1], 1.0)
+            return float(v.rstrip("kM%")) * scale
     raise KeyError(label)
+
+
+def tile(at: AppTest, label: str) -> object:
+    return next(m for m in at.metric if m.label == label)
+
+
+def run_bundled(name: str) -> AppTest:
+    at = app()
+    at.selectbox(key="scenario").select(name).run()
+    at.button(key="run").click().run()
+    assert not at.exception, (name, at.exception)
+    return at
 
 
 def test_run_then_change_a_knob() -> None:
@@ -153,4 +167,129 @@ def test_gpu_mix_tab_plans_the_scenario_as_edited() -> None:
     table = at.dataframe[0].value
     assert list(table["req/s"]) == [2.0, 12.0]
     assert (table["mix $/h"] <= table["single $/h"] + 1e-9).all()
-    assert (table["SLO met (mix)"] >= 0.99).all()
+    assert (table["SLO met (mix)"] >= 99.0).all()  # shown as a percentage
+    assert table["saving"].between(0.0, 100.0).all() and "index" not in table.columns
+
+
+def test_spend_and_slo_tiles_equal_summary_json() -> None:
+    """Every number on the spend, SLO and rejected tiles is the same number of summary.json (the
+    summary the page offers for download), rounded for the tile. A stack of hosted APIs only
+    spends on API tokens, not GPUs: the tile shows the total, and its split is one click away."""
+    at = run_bundled("starting-fresh-2026.yaml")
+    s = at.session_state["result"]["summary"]
+    mo = s["spend"]["monthly"]
+    assert mo["gpu_usd"] == 0 and mo["total_usd"] > 1000  # the old tile read $0
+    assert tile(at, "spend $/month").value == f"${mo['total_usd']:,.0f}"
+    assert metric(at, "spend $/month") == pytest.approx(mo["total_usd"], abs=0.5)
+    assert mo["total_usd"] == pytest.approx(sum(v for k, v in mo.items() if k != "total_usd"), abs=0.02)
+    split = next(d.value for d in at.dataframe if "hosted APIs" in d.value.index)
+    assert split.loc["total", "a month (USD)"] == mo["total_usd"]
+    assert split.loc["hosted APIs", "a month (USD)"] == mo["api_usd"]
+    assert split.loc["egress", "a month (USD)"] == mo["egress_usd"]
+    assert split.loc["total", "this run (USD)"] == s["spend"]["run"]["total_usd"]
+    # SLO attainment counts served requests; the rejected share sits beside it and says so.
+    slo_tile = tile(at, "SLO attainment")
+    assert metric(at, "SLO attainment") == pytest.approx(s["slo"]["attainment_all"], abs=5e-4)
+    assert "completed after warm-up" in slo_tile.help and "rejected" in slo_tile.help.lower()
+    r = s["requests"]
+    assert r["rejected_share"] == pytest.approx(r["rejected"] / r["arrived"], abs=1e-6)
+    assert r["rejected_share"] > 0.2  # budgets turn many away in this scenario
+    assert tile(at, "rejected").value == f"{r['rejected_share']:.1%}"
+    assert "requests.rejected_share" in tile(at, "rejected").help
+
+
+def test_gpu_tiles_and_plots() -> None:
+    """With GPUs the spend tile is the month's total too (here all accelerators), and the page
+    shows the latency CDFs and the levels over time."""
+    at = run_bundled("quickstart.yaml")
+    s = at.session_state["result"]["summary"]
+    assert tile(at, "spend $/month").value == f"${s['spend']['monthly']['total_usd']:,.0f}"
+    assert s["spend"]["monthly"]["total_usd"] == pytest.approx(s["spend"]["gpu_usd_per_month"], rel=1e-6)
+    assert len(at.get("image")) == 2
+    assert not any("No self-hosted pools" in c.value for c in at.caption)
+
+
+def test_no_gpus_no_empty_level_plots() -> None:
+    """A stack of hosted APIs only gets its latency CDFs and one line instead of four empty plots."""
+    at = run_bundled("starting-fresh-2026.yaml")
+    assert len(at.get("image")) == 1
+    assert any(c.value.startswith("No self-hosted pools") for c in at.caption)
+
+
+def test_latency_lines_cover_every_served_request() -> None:
+    """With a gateway and a disaggregated group in one scenario, the latency CDFs (dashboard and
+    PNGs: report/plots.py's latency_groups) draw the group's clients and the gateway's calls;
+    each request is on exactly one line."""
+    import yaml
+
+    from stacksim import load_scenario_text, run_scenario
+    from stacksim.report.plots import latency_groups
+
+    eng = {"max_model_len": 16384}
+    sc = {
+        "name": "disagg-and-gateway", "horizon_s": 20.0, "drain": True,
+        "pools": {"h100": {"accelerator": "h100-sxm", "count": 2, "price_usd_per_gpu_hour": 2.0}},
+        "deployments": {"pre": {"model": "llama-3.1-8b", "pool": "h100", "replicas": 1, "engine": eng},
+                        "dec": {"model": "llama-3.1-8b", "pool": "h100", "replicas": 1, "engine": eng}},
+        "disaggregated": {"g": {"prefill": "pre", "decode": "dec"}},
+        "providers": {"anthropic": {"provider": "anthropic", "region": "global"}},
+        "gateway": {"regions": ["us-east"],
+                    "model_list": [{"model_name": "frontier", "litellm_params": {"model": "anthropic/claude-sonnet-4-5-20250929"}}]},
+        "workloads": {
+            "rag": {"target": "g", "arrival": {"kind": "poisson", "rate_per_s": 4.0},
+                    "input_tokens": {"kind": "uniform", "low": 100, "high": 6000}, "output_tokens": {"kind": "uniform", "low": 1, "high": 200}},
+            "chat": {"target": "frontier", "arrival": {"kind": "poisson", "rate_per_s": 2.0},
+                     "input_tokens": {"kind": "fixed", "value": 500}, "output_tokens": {"kind": "fixed", "value": 50}},
+        },
+    }
+    df = run_scenario(load_scenario_text(yaml.safe_dump(sc), "t.yaml"), seed=1).requests
+    groups = dict(latency_groups(df))
+    assert set(groups) == {"disaggregated g", "route frontier"}
+    assert groups["disaggregated g"].sum() == (df["via"] == "disaggregated").sum() > 0
+    cover = np.sum([sel.astype(int) for sel in groups.values()], axis=0)
+    assert (cover == 1).all()  # every row once, none twice
+
+
+def test_tables_read_as_words_and_percentages() -> None:
+    """Pool and deployment tables: named columns (no raw field names, no row numbers), busy next
+    to MFU and MBU, fractions as percentages equal to summary.json's x 100."""
+    at = run_bundled("quickstart.yaml")
+    s = at.session_state["result"]["summary"]
+    tables = [d.value for d in at.dataframe]
+    pools = next(t for t in tables if "pool" in t.columns)
+    deps = next(t for t in tables if "deployment" in t.columns)
+    for t in (pools, deps):
+        assert not any("_" in str(c) for c in t.columns), list(t.columns)
+        assert {"busy", "MFU", "MBU"} <= set(t.columns)
+    row = deps.set_index("deployment").loc["chat"]
+    d = s["deployments"]["chat"]
+    assert row["busy"] == pytest.approx(d["utilisation"] * 100) and row["MFU"] == pytest.approx(d["mfu"] * 100)
+    assert row["MBU"] == pytest.approx(d["mbu"] * 100) and 0 < row["MFU"] < row["busy"]
+    assert pools.set_index("pool").loc["h100", "MBU"] == pytest.approx(s["pools"]["h100"]["mbu"] * 100)
+
+
+def test_plots_have_units_and_slo_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every axis of the latency CDFs and the levels over time is labelled with its unit, and a
+    CDF has a dashed line at its SLO target exactly when the scenario sets one."""
+    import streamlit as st
+
+    figures = []
+    original = st.pyplot
+
+    def record(fig, *args, **kwargs):  # type: ignore[no-untyped-def]
+        figures.append(fig)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(st, "pyplot", record)
+    at = run_bundled("quickstart.yaml")
+    targets = at.session_state["result"]["summary"]["slo"]["targets_ms"]
+    cdf, levels = figures[-2:]
+    for ax, key in zip(cdf.axes, ("ttft_ms", "tpot_ms", "e2e_ms")):
+        assert ax.get_xlabel() == "ms (log scale)" and ax.get_ylabel() == "fraction of requests" and ax.get_title()
+        slo = [ln for ln in ax.get_lines() if ln.get_label().startswith("SLO")]
+        assert len(slo) == (1 if targets.get(key) else 0), key
+        if slo:
+            assert slo[0].get_xdata()[0] == targets[key]
+    assert any(targets.values())
+    for ax in levels.axes:
+        assert "simulated time (s)" in ax.get_xlabel() and ax.get_ylabel() and ax.get_title()

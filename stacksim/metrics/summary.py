@@ -10,15 +10,19 @@ Layout of ``summary.json`` (all latencies in milliseconds, all money in US dolla
 - ``limit_reached`` (only when closed-loop clients hit ``limits.max_requests``): at_s, max_requests
   and a note; no request was created after that time
 - ``requests``: arrived, completed, failed, rejected, in_flight (these add up:
-  arrived = completed + failed + rejected + in_flight), measured (completed after warm-up),
-  preemptions
+  arrived = completed + failed + rejected + in_flight), rejected_share (rejected / arrived),
+  measured (completed after warm-up), preemptions
 - ``latency_ms``: ttft, tpot, itl, e2e, queue; each {count, mean, p50, p90, p95, p99}
-- ``slo``: targets and attainment (share of measured requests meeting each, and all together)
+- ``slo``: targets and attainment (share of measured requests meeting each, and all together);
+  attainment counts served requests only: a rejected or failed request has no latency to meet a
+  target with, so it is in ``requests.rejected_share`` / ``failed``, not in attainment
 - ``throughput``: requests_per_s, output_tokens_per_s, input_tokens_per_s (completions in the
   measured window divided by its length)
 - ``queueing``: mean_in_system, arrival_rate_per_s, mean_time_in_system_s (Little's law inputs)
 - ``deployments.<name>``: model, accelerator, shape, memory plan, utilisation (busy fraction of
-  replica-time), mean/peak queue, running batch and KV occupancy, preemptions, iterations,
+  replica-time), mfu and mbu (FLOPs and bytes the work needed over peak FLOPS and memory
+  bandwidth x replica-time; metrics/efficiency.py: unlike busy, these say how much of the GPU
+  the batches used), mean/peak queue, running batch and KV occupancy, preemptions, iterations,
   request counts and latency, GPU spend, ``prefix_cache`` (prompt and cached tokens of the
   requests it admitted, token-weighted hit rate, blocks evicted; see serving/prefix_cache.py);
   with autoscaling, ``autoscaling`` (replicas over time, replica-hours, provisioning charged,
@@ -29,6 +33,7 @@ Layout of ``summary.json`` (all latencies in milliseconds, all money in US dolla
 - ``pools.<name>``: accelerator, count, gpus_used, price, spend_usd, idle_spend_usd, billing
   (``whole_pool``, or ``allocated_replica_hours`` for an on-demand or spot pool whose deployments
   all autoscale), utilisation (busy GPU-time over all the pool's GPU-time: idle GPUs count as 0),
+  mfu and mbu (its deployments' compute and bandwidth used over all the pool's GPU-time),
   mean_queue (requests waiting in the pool's replicas, summed)
 - ``disaggregated.<group>``: prefill/decode pairs (serving/disagg_results.py): requests, client
   latencies, SLO attainment and goodput, throughput, KV transfers, utilisation, the xPyD ratio
@@ -50,6 +55,7 @@ import pandas as pd
 from stacksim.engine.simulation import Simulation
 from stacksim.kernels import cost as K
 from stacksim.metrics import STATUS_NAMES, hist_mean, hist_percentiles
+from stacksim.metrics.efficiency import utilisation as efficiency
 from stacksim.scenario import resolved_yaml
 from stacksim.serving.capacity import OPEN_KINDS, STAGED, assess
 from stacksim.serving.prefix_cache import prefix_cache_summary
@@ -207,6 +213,7 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
     elastic_deps: dict[str, list[bool]] = {}  # pool -> whether each deployment on it autoscales
     pool_busy: dict[str, float] = {}
     pool_queue: dict[str, float] = {}
+    pool_eff: dict[str, dict[str, float]] = {}
     kinds = _traffic_kinds(sim)
     wl_codes_serving = serving["workload"].cat.codes.to_numpy()
     for name, dep in sim.deployments.items():
@@ -218,6 +225,7 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
         ts = _dep_timeseries(dep, end)
         spend = rd.gpus * hours * rd.pool.price_usd_per_gpu_hour
         util = float(np.mean(busy))
+        replica_s = end * len(reps)
         asc = dep.autoscaler
         auto = None
         if asc is not None:
@@ -227,6 +235,7 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
             auto = asc.summary(end, rd.pool.price_usd_per_gpu_hour)
             spend = auto["spend_usd"]
             loaded_s = asc.integral(end)[1]
+            replica_s = loaded_s
             util = float(np.sum(busy)) * end / loaded_s if loaded_s > 0 else 0.0
             elastic_deps.setdefault(rd.pool.name, []).append(True)
         else:
@@ -237,6 +246,9 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
         n_rep = ts["replicas"] if "replicas" in ts else len(reps)  # autoscaled: replicas loaded per bin
         pool_queue[rd.pool.name] = pool_queue.get(rd.pool.name, 0.0) + (float((ts["waiting"] * n_rep).mean()) if len(ts) else 0.0)
         pc = prefix_cache_summary(reps, serving[sel], sim.reqs.blocks)
+        eff = efficiency(rd.params, serving[sel], int(sum(r.iterations for r in reps)), replica_s)
+        for k in ("mfu", "mbu"):  # GPU-seconds of compute / bandwidth used, per pool
+            pool_eff.setdefault(rd.pool.name, {"mfu": 0.0, "mbu": 0.0})[k] += eff[k] * replica_s * rd.gpus / len(reps)
         deployments[name] = {
             "model": rd.model.id,
             "pool": rd.pool.name,
@@ -258,6 +270,7 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
             "kv_capacity_tokens_per_replica": rd.plan.kv_capacity_tokens,
             "max_model_len": rd.max_model_len,
             "utilisation": round(util, 6),
+            **eff,
             "mean_queue": round(float(ts["waiting"].mean()) if len(ts) else 0.0, 4),
             "peak_queue": max((r.levels.peak("waiting") for r in reps), default=0.0),
             "mean_running": round(float(ts["running"].mean()) if len(ts) else 0.0, 4),
@@ -310,6 +323,7 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
             "idle_spend_usd": 0.0 if elastic else round((rp.spec.count - used) * hours * rp.price_usd_per_gpu_hour, 6),
             "billing": "allocated_replica_hours" if elastic else "whole_pool",
             "utilisation": round(pool_busy.get(name, 0.0) / rp.spec.count, 6),
+            **{k: round(float(v) / (rp.spec.count * end), 6) if end > 0 else 0.0 for k, v in pool_eff.get(name, {"mfu": 0.0, "mbu": 0.0}).items()},
             "mean_queue": round(pool_queue.get(name, 0.0), 4),
         }
     rate = total_spend / hours if hours > 0 else 0.0
@@ -335,6 +349,7 @@ def build_result(sim: Simulation, spans: bool = False) -> Result:
             "failed": n_failed,
             "rejected": n_rejected,
             "in_flight": in_flight,
+            "rejected_share": round(n_rejected / n_arrived, 6) if n_arrived else 0.0,
             "measured": int(measured.sum()),
             "preemptions": int(serving["preemptions"].sum()),
         },

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 if TYPE_CHECKING:
     from stacksim.metrics.summary import Result
@@ -28,6 +29,24 @@ def _cdf(ax, values: np.ndarray, label: str) -> None:  # type: ignore[no-untyped
     ax.plot(v, y, label=f"{label} (n={v.size})")
 
 
+def latency_groups(df: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """One line per thing a client called, covering every served request once: direct requests
+    by deployment, disaggregated ones by group, gateway calls by route (the dashboard's CDFs and
+    the PNGs draw the same lines)."""
+    via = df["via"].to_numpy() if "via" in df else np.full(len(df), "direct", dtype=object)
+
+    def names(col: str) -> list[str]:  # a column only some frames had is no longer categorical after concat
+        c = df[col]
+        return [str(x) for x in (c.cat.categories if isinstance(c.dtype, pd.CategoricalDtype) else sorted(c.dropna().unique()))]
+
+    groups = [(d, (via == "direct") & (df["deployment"] == d).to_numpy()) for d in names("deployment")]
+    if "disaggregated" in df:
+        groups += [(f"disaggregated {g}", (via == "disaggregated") & (df["disaggregated"] == g).to_numpy()) for g in names("disaggregated")]
+    if "route" in df:
+        groups += [(f"route {r}", (via == "gateway") & (df["route"] == r).to_numpy()) for r in names("route")]
+    return [(label, sel) for label, sel in groups if sel.any()]
+
+
 def write_plots(result: Result, out: Path) -> list[Path]:
     plt = _plt()
     written: list[Path] = []
@@ -42,16 +61,8 @@ def write_plots(result: Result, out: Path) -> list[Path]:
         (axes[1], "tpot_s", "Time per output token", "tpot_ms"),
         (axes[2], "e2e_s", "End-to-end latency", "e2e_ms"),
     ):
-        direct = df["via"] == "direct" if "via" in df else m
-        for dep in df["deployment"].cat.categories:
-            sel = m & direct & (df["deployment"] == dep)
-            if sel.any():
-                _cdf(ax, df.loc[sel, col].to_numpy(dtype=float), str(dep))
-        if "route" in df:
-            for route in df["route"].cat.categories:
-                sel = m & (df["route"] == route)
-                if sel.any():
-                    _cdf(ax, df.loc[sel, col].to_numpy(dtype=float), f"route {route}")
+        for label, sel in latency_groups(df):
+            _cdf(ax, df.loc[m.to_numpy() & sel, col].to_numpy(dtype=float), label)
         if slo.get(key):
             ax.axvline(slo[key], color="red", ls="--", lw=1, label=f"SLO {slo[key]:g} ms")
         ax.set_xscale("log")
