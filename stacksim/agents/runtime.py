@@ -140,7 +140,7 @@ class AgentRuntime:
             return rs.deployments[target].max_model_len
         plan = rs.gateway_plan
         assert plan is not None
-        return min((plan.targets[i].context_window for i in plan.groups.get(target, [])), default=10**9)
+        return min((plan.targets[i].context_window for i in plan.groups.get(plan.route(target), [])), default=10**9)
 
     def _limit(self, name: str) -> int:
         a = self.sc.agents[name]

@@ -182,3 +182,19 @@ def egress_prices() -> list[EgressPrice]:
         for r in _rows("egress_prices.csv")
         if r.get("usd_per_gb")
     ]
+
+
+@lru_cache(maxsize=1)
+def _endpoint_hosts() -> list[tuple[str, str, str, str]]:
+    return [(r["provider"], r["host"].lower(), r["code"].lower(), r["region"]) for r in _rows("endpoint_regions.csv") if r.get("provider")]
+
+
+def endpoint_region(provider: str, host: str = "", code: str = "") -> str | None:
+    """The catalog region of a provider's endpoint host (``bedrock-runtime.eu-central-1.amazonaws.com``),
+    or of a provider region code (``westeurope``, ``eu-central-1``), from ``data/endpoint_regions.csv``;
+    None when the table has no row for it."""
+    host, code = host.lower(), code.lower()
+    for p, tmpl, c, region in _endpoint_hosts():
+        if p == provider and ((host and host == tmpl.replace("{code}", c)) or (code and code == c)):
+            return region
+    return None

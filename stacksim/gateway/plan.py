@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from stacksim.catalog import UnknownId
 from stacksim.catalog.stack import (
     ProviderModel,
+    endpoint_region,
     get_provider_model,
     provider_models,
     provider_regions,
@@ -44,6 +45,9 @@ PREFIX = {
     "together_ai": "together", "fireworks_ai": "fireworks", "bedrock": "bedrock", "mistral": "mistral",
 }
 SELF_PREFIX = ("hosted_vllm", "vllm", "stacksim")
+# LiteLLM params that place a hosted deployment (litellm/utils.py _get_model_region: region_name,
+# aws_region_name for bedrock, vertex_location for vertex_ai); used, so not listed as ignored.
+REGION_PARAMS = ("region_name", "aws_region_name", "vertex_location")
 
 
 @dataclass
@@ -124,6 +128,18 @@ class GatewayPlan:
     ignored: list[str] = field(default_factory=list)
     kind: str = "litellm"
     portkey: dict[str, Any] = field(default_factory=dict)  # config name -> portkey.PNode tree
+    aliases: dict[str, str] = field(default_factory=dict)  # router_settings.model_group_alias: name -> model_name
+
+    def route(self, name: str) -> str:
+        """The model group a request for `name` goes to: LiteLLM's router replaces a
+        model_group_alias by its model_name before it looks up deployments
+        (litellm/router.py: ``if model in self.model_group_alias: model = self.model_group_alias[model]``,
+        later ``_get_model_from_alias``, which also takes the ``{model, hidden}`` form)."""
+        return self.aliases.get(name, name)
+
+    def names(self) -> list[str]:
+        """Every name a workload may target: the model groups, then the aliases."""
+        return [*self.groups, *self.aliases]
 
 
 def _extras(model: Any, prefix: str) -> list[str]:
@@ -178,11 +194,26 @@ def endpoint_plans(sc: S.Scenario, rm: RegionMap, problems: list[PathProblem]) -
     return out
 
 
-def _implicit_endpoint(provider: str, api_base: str | None, rm: RegionMap) -> EndpointPlan:
+def _implicit_endpoint(provider: str, api_base: str | None, rm: RegionMap, hint: str | None = None) -> EndpointPlan:
+    """A provider endpoint the scenario does not declare, placed by its api_base host (the
+    provider's regional hosts, data/endpoint_regions.csv), else by LiteLLM's region params
+    (`hint`: a provider region code such as westeurope / eu-central-1, or a jurisdiction such as
+    eu), else at the provider's first catalog row (its default endpoint)."""
     regs = provider_regions().get(provider, [])
     host = _host(api_base)
-    chosen = next((r for r in regs if host and _host(r.endpoint) == host), None) or (regs[0] if regs else None)
-    region = chosen.region if chosen else "us-east"
+    chosen = next((r for r in regs if host and _host(r.endpoint) == host), None)
+    region = chosen.region if chosen else (endpoint_region(provider, host=host) if host else None)
+    if region is None and hint:
+        region = endpoint_region(provider, code=hint)
+        if region is None:  # a jurisdiction ("eu"), as LiteLLM's region_name takes it
+            chosen = next((r for r in regs if r.jurisdiction == hint.lower()), None)
+            region = chosen.region if chosen else None
+    if chosen is None and region is not None:  # the price uplift of that region, else of its jurisdiction
+        j = rm.jurisdiction(region) if region in rm.places else ""
+        chosen = next((r for r in regs if r.region == region), None) or next((r for r in regs if j and r.jurisdiction == j), None)
+    if region is None:
+        chosen = regs[0] if regs else None
+        region = chosen.region if chosen else "us-east"
     return EndpointPlan(
         f"{provider}@{region}", provider, region, rm.jurisdiction(region) if region in rm.places else "",
         None, None, 0.0, 0.0, chosen.price_uplift if chosen else 0.0, 1.0, None,
@@ -269,6 +300,50 @@ def self_hosted(rs: ResolvedScenario, name: str, lora: Any, where: tuple[str | i
     return SelfHosted(name, rd.pool.spec.region, rd.max_model_len)
 
 
+def _api_base_key(url: str) -> str:
+    return url.strip().rstrip("/").lower()
+
+
+def self_hosted_name(gw: G.Gateway, entry: G.ModelListEntry, rest: str, names: set[str]) -> str | None:
+    """The deployment (or disaggregated group) behind a self-hosted model_list entry, by the
+    first of these rules that gives one:
+    1. the entry's ``stacksim: {deployment: NAME}``;
+    2. ``gateway.api_base_deployments``, keyed by the api_base as written or by its host[:port];
+    3. the model after the prefix names one (``hosted_vllm/NAME``, ``openai/NAME``);
+    4. the api_base's host (its first DNS label, e.g. a Kubernetes service ``http://NAME:8000/v1``
+       or ``http://NAME.ns.svc.cluster.local``) or one of its path segments names one.
+    None when no rule does."""
+    if entry.stacksim is not None:
+        return entry.stacksim.deployment
+    base = entry.litellm_params.api_base
+    if base and not base.startswith("os.environ/"):
+        parsed = urlparse(base if "//" in base else "//" + base)
+        keys = {_api_base_key(base), (parsed.netloc or "").lower(), (parsed.hostname or "").lower()}
+        for k, v in gw.api_base_deployments.items():
+            if _api_base_key(k) in keys:
+                return v
+    if rest in names:
+        return rest
+    if base and not base.startswith("os.environ/"):
+        parsed = urlparse(base if "//" in base else "//" + base)
+        first = (parsed.hostname or "").split(".")[0]
+        for cand in [first, *[seg for seg in parsed.path.split("/") if seg]]:
+            if cand in names:
+                return cand
+    return None
+
+
+def unmapped_message(model: str, api_base: str | None, names: set[str]) -> str:
+    at = f" at {api_base}" if api_base else ""
+    key = api_base or "<api_base>"
+    return (f"'{model}'{at} is a self-hosted (OpenAI-compatible) server that no deployment of this scenario is mapped to. "
+            f"Map it one of these ways: add `stacksim: {{deployment: <name>}}` to this model_list entry (LiteLLM keeps "
+            f"unknown entry keys and sends them to no provider); or, leaving the config as it is, set "
+            f"gateway.api_base_deployments: {{'{key}': <name>}} in the scenario; or name the deployment in the api_base "
+            f"host or path (http://<name>:8000/v1) or after the prefix (hosted_vllm/<name>). "
+            f"Deployments and disaggregated groups: {', '.join(sorted(names)) or 'none'}")
+
+
 def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem]) -> GatewayPlan | None:
     from stacksim.scenario.resolve import PathProblem
 
@@ -282,7 +357,12 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
     ignored = _extras(rset, "router_settings") + _extras(lset, "litellm_settings")
     ignored += _extras(rset.routing_strategy_args, "router_settings.routing_strategy_args")
     if gw.general_settings is not None:
-        ignored += [f"general_settings.{k}" for k in (gw.general_settings.model_extra or {})]
+        # "config.<key>": a top-level key of gateway.config_file that stacksim does not read
+        # (scenario/__init__.py parks it here); label it as the key it is.
+        ignored += [k.removeprefix("config.") if k.startswith("config.") else f"general_settings.{k}"
+                    for k in (gw.general_settings.model_extra or {})]
+    # A simulation reads no environment: LiteLLM's environment_variables set env vars of the proxy.
+    ignored += [f"environment_variables.{k}" for k in (gw.environment_variables or {})]
     for r in gw.regions:
         if r not in rm.places:
             problems.append(PathProblem(("gateway", "regions"), f"unknown region '{r}'; catalog regions: {', '.join(sorted(regions()))}"))
@@ -290,10 +370,13 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
         return _plan_portkey(rs, rm, endpoints, problems)
     targets: list[TargetPlan] = []
     groups: dict[str, list[int]] = {}
+    self_names = set(sc.deployments) | set(sc.disaggregated)
+    declared = set(endpoints)  # the scenario's providers:, before implicit endpoints join them
     for i, entry in enumerate(gw.model_list or []):
         where: tuple[str | int, ...] = ("gateway", "model_list", i, "litellm_params", "model")
         lp = entry.litellm_params
-        ignored += [f"model_list[{i}].{x}" for x in _extras(lp, "litellm_params") + _extras(entry.model_info, "model_info") + _extras(entry, "entry")]
+        ignored += [f"model_list[{i}].{x}" for x in _extras(lp, "litellm_params") + _extras(entry.model_info, "model_info") + _extras(entry, "entry")
+                    if x.removeprefix("litellm_params.") not in REGION_PARAMS]
         prefix, _, rest = lp.model.partition("/")
         if not rest:
             problems.append(PathProblem(where, f"'{lp.model}' needs a provider prefix, e.g. openai/gpt-4o or hosted_vllm/<deployment>"))
@@ -302,11 +385,23 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
             "rpm": lp.rpm, "tpm": lp.tpm, "weight": lp.weight, "order": lp.order, "timeout": lp.timeout,
             "stream_timeout": lp.stream_timeout, "max_parallel": lp.max_parallel_requests,
         }
-        mine = rest in rs.scenario.deployments or rest in rs.scenario.disaggregated
-        is_self = prefix in SELF_PREFIX or (prefix == "openai" and mine and _host(lp.api_base) not in ("", "api.openai.com"))
+        # An openai/ entry whose api_base is not one of OpenAI's own hosts is LiteLLM's
+        # "OpenAI-compatible endpoint" (docs.litellm.ai/docs/proxy/configs: openai/facebook/opt-125m
+        # with api_base pointing at a vLLM server): a deployment of this scenario.
+        host = _host(lp.api_base)
+        openai_hosts = {_host(r.endpoint) for r in provider_regions().get("openai", [])}
+        compatible = prefix == "openai" and lp.api_base is not None and host not in openai_hosts
+        is_self = prefix in SELF_PREFIX or compatible or entry.stacksim is not None
         lora_where = ("gateway", "model_list", i, "litellm_params", "lora")
         if is_self:
-            sh = self_hosted(rs, rest, lp.lora, where, lora_where, problems)
+            name = self_hosted_name(gw, entry, rest, self_names)
+            if name is None and not lp.api_base:
+                name = rest  # hosted_vllm/<name> without an api_base: self_hosted says which names exist
+            if name is None:
+                problems.append(PathProblem(where, unmapped_message(lp.model, lp.api_base, self_names)))
+                continue
+            at = ("gateway", "model_list", i, "stacksim", "deployment") if entry.stacksim is not None else where
+            sh = self_hosted(rs, name, lp.lora, at, lora_where, problems)
             if sh is None:
                 continue
             known = lp.input_cost_per_token is not None and lp.output_cost_per_token is not None
@@ -328,7 +423,7 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
                     problems.append(PathProblem(where, f"unknown provider prefix '{prefix}/'; valid: {', '.join(sorted(PREFIX))}, "
                                                 f"{', '.join(SELF_PREFIX)} (self-hosted), or a key of providers: ({', '.join(endpoints) or 'none'})"))
                     continue
-                mine = [e for e in endpoints.values() if e.provider == provider]
+                mine = [e for e in endpoints.values() if e.provider == provider and e.name in declared]  # not implicit ones
                 host = _host(lp.api_base)
                 by_host = [e for e in mine if host and any(_host(r.endpoint) == host and r.region == e.region
                                                            for r in provider_regions().get(provider, []))]
@@ -341,7 +436,9 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
                                                 f"name one as the prefix, e.g. {mine[0].name}/{rest}"))
                     continue
                 else:
-                    ep = _implicit_endpoint(provider, lp.api_base, rm)
+                    extra = lp.model_extra or {}
+                    hint = next((str(v) for v in (lp.region_name, extra.get("aws_region_name"), extra.get("vertex_location")) if v), None)
+                    ep = _implicit_endpoint(provider, lp.api_base, rm, hint)
                     endpoints.setdefault(ep.name, ep)
                     ep = endpoints[ep.name]
             pm = provider_model_for(ep, (rest, (entry.model_info.base_model or "").partition("/")[2] or entry.model_info.base_model,
@@ -362,6 +459,15 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
             t.label += f"#{i}"
         targets.append(t)
         groups.setdefault(entry.model_name, []).append(t.index)
+    aliases: dict[str, str] = {}
+    for alias, item in (rset.model_group_alias or {}).items():
+        real = item if isinstance(item, str) else item.model
+        if real not in groups:
+            problems.append(PathProblem(("gateway", "router_settings", "model_group_alias", alias),
+                                        f"alias '{alias}' maps to '{real}', which is not a model_name of model_list ({', '.join(groups) or 'none'})"))
+            continue
+        # An alias that is also a model_name shadows it, as in LiteLLM (the alias map is read first).
+        aliases[alias] = real
     strategy = rset.routing_strategy
     if strategy == "cost-based-routing":
         for t in targets:
@@ -377,7 +483,7 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
                 if g not in groups:
                     problems.append(PathProblem(("gateway", "router_settings", label), f"'{g}' is not a model_name of model_list ({', '.join(groups)})"))
     for w_name, w in sc.workloads.items():
-        if w.target in groups and w.target in rs.deployments:
+        if (w.target in groups or w.target in aliases) and w.target in rs.deployments:
             problems.append(PathProblem(("workloads", w_name, "target"), f"'{w.target}' is both a deployment and a gateway model_name; rename one"))
     cparams = lset.cache_params
     return GatewayPlan(
@@ -403,6 +509,7 @@ def plan_gateway(rs: ResolvedScenario, rm: RegionMap, problems: list[PathProblem
         cache_ttl_s=cparams.ttl,
         spec=gw,
         ignored=ignored,
+        aliases=aliases,
     )
 
 

@@ -270,8 +270,9 @@ def workload_reach(sim: Simulation) -> list[set[str]]:
             continue
         assert gw is not None
         plan = gw.plan
-        groups = [w.target, *plan.fallbacks.get(w.target, plan.default_fallbacks),
-                  *plan.context_window_fallbacks.get(w.target, []), *plan.content_policy_fallbacks.get(w.target, [])]
+        g0 = plan.route(w.target)
+        groups = [g0, *plan.fallbacks.get(g0, plan.default_fallbacks),
+                  *plan.context_window_fallbacks.get(g0, []), *plan.content_policy_fallbacks.get(g0, [])]
         reach = set()
         for g in groups:
             for i in plan.groups.get(g, []):

@@ -286,7 +286,7 @@ class GatewayRuntime:
         client = self.client_regions[c.workload[cid]]
         inp, out = int(c.input_tokens[cid]), int(c.output_tokens[cid])
         c.client_region[cid] = self.region_index[client]
-        c.group[cid] = self.group_index[wl.target]
+        c.group[cid] = self.group_index[plan.route(wl.target)]
         inst, forbidden = self._instance(client, allow)
         if inst is None:
             reason = "residency_fail_closed" if forbidden and not any(
@@ -330,7 +330,7 @@ class GatewayRuntime:
     def _admitted(self, cid, wl, allow, inst, inp, out, back, prs):  # type: ignore[no-untyped-def]
         env, c, plan = self.env, self.calls, self.plan
         spec = plan.spec
-        group = self.workloads[c.workload[cid]].target
+        group = plan.route(self.workloads[c.workload[cid]].target)
         gi = self.group_index[group]
         # Response cache (per model group): exact on a repeated prompt, semantic by a hit rate.
         if plan.cache:

@@ -201,7 +201,7 @@ def load_scenario_text(text: str, file: str | None = None, overrides: dict[str, 
     return rs
 
 
-LITELLM_KEYS = ("model_list", "router_settings", "litellm_settings", "general_settings")
+LITELLM_KEYS = ("model_list", "router_settings", "litellm_settings", "general_settings", "environment_variables")
 
 
 def _config_path(file: str | None, value: str) -> Path:

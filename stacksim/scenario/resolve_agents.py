@@ -16,7 +16,7 @@ def resolve_agents(rs: ResolvedScenario, problems: list[PathProblem]) -> None:
     sc = rs.scenario
     rm = rs.regions
     plan = rs.gateway_plan
-    routes = set(plan.groups) if plan is not None else set()
+    routes = set(plan.names()) if plan is not None else set()
     valid_targets = f"deployments: {', '.join(sc.deployments) or 'none'}; gateway routes: {', '.join(sorted(routes)) or 'none'}"
 
     def region_ok(where: tuple[Any, ...], region: str | None) -> None:
@@ -83,7 +83,7 @@ def _check_lora(rs: ResolvedScenario, an: str, a: Any, problems: list[PathProble
             uses.append((("agents", an, "lora"), s.model, a.lora, False))
     for where, target, adapter, own in uses:
         if target not in sc.deployments:
-            if own and target in (rs.gateway_plan.groups if rs.gateway_plan is not None else {}):
+            if own and target in (rs.gateway_plan.names() if rs.gateway_plan is not None else []):
                 problems.append(PathProblem(where, f"'{target}' is a gateway route; the route names the LoRA adapter of its "
                                             "self-hosted targets (litellm_params.lora in model_list, lora on a Portkey "
                                             "custom_host target). Drop this lora, or call a deployment directly"))

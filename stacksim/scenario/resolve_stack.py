@@ -45,7 +45,7 @@ def resolve_stack(rs: ResolvedScenario, problems: list[PathProblem]) -> None:
                 problems.append(PathProblem(("residency", n, "allowed_jurisdictions"), f"unknown jurisdiction '{j}'; valid: {', '.join(jurisdictions)}"))
     plan = plan_gateway(rs, rm, problems)
     rs.gateway_plan = plan
-    groups = plan.groups if plan is not None else {}
+    groups = plan.names() if plan is not None else []
     for wname, w in sc.workloads.items():
         where = ("workloads", wname)
         via_gateway = w.target not in sc.deployments and w.target not in sc.disaggregated

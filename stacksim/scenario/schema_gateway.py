@@ -14,7 +14,7 @@ cache hits) sits beside it in stacksim's own fields.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -65,10 +65,20 @@ class ModelInfo(Loose):
     max_input_tokens: int | None = Field(default=None, ge=1)
 
 
+class StacksimAnnotation(Strict):
+    """stacksim's note on a model_list entry. LiteLLM keeps unknown keys of an entry (its
+    ``Deployment`` model is ``extra="allow"``, litellm/types/router.py) and sends them to no
+    provider, so the note can stay in the proxy's own config.yaml."""
+
+    deployment: str = Field(description="The deployment (or disaggregated group) of this scenario that serves this "
+                            "entry's api_base, e.g. a vLLM server behind openai/<model>.")
+
+
 class ModelListEntry(Loose):
     model_name: str = Field(description="The public name (model group) clients ask for.")
     litellm_params: LitellmParams
     model_info: ModelInfo = Field(default_factory=ModelInfo)
+    stacksim: StacksimAnnotation | None = None
 
 
 RoutingStrategy = Literal[
@@ -85,6 +95,13 @@ class RoutingStrategyArgs(Loose):
     max_latency_list_size: int | None = Field(default=None, ge=1)
 
 
+class AliasItem(Loose):
+    """A model_group_alias value in LiteLLM's long form (RouterModelGroupAliasItem)."""
+
+    model: str
+    hidden: bool = False
+
+
 class RouterSettings(Loose):
     routing_strategy: RoutingStrategy = "simple-shuffle"
     routing_strategy_args: RoutingStrategyArgs = Field(default_factory=RoutingStrategyArgs)
@@ -99,6 +116,9 @@ class RouterSettings(Loose):
     content_policy_fallbacks: FallbackList | None = None
     default_fallbacks: list[str] | None = None
     enable_pre_call_checks: bool = False
+    model_group_alias: dict[str, str | AliasItem] | None = Field(
+        default=None, description="Requested name -> the model_name whose deployments serve it, as LiteLLM's router "
+        "rewrites the request before it picks a deployment.")
 
 
 class CacheParams(Loose):
@@ -125,6 +145,7 @@ class LitellmConfig(Loose):
     router_settings: RouterSettings | None = None
     litellm_settings: LitellmSettings | None = None
     general_settings: Loose | None = None
+    environment_variables: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- stacksim's additions
@@ -174,6 +195,11 @@ class Gateway(Strict):
     router_settings: RouterSettings | None = None
     litellm_settings: LitellmSettings | None = None
     general_settings: Loose | None = None
+    environment_variables: dict[str, Any] | None = Field(
+        default=None, description="LiteLLM's environment_variables section; a simulation reads no environment (listed as ignored).")
+    api_base_deployments: dict[str, Name] = Field(
+        default_factory=dict, description="litellm: which deployment (or disaggregated group) of this scenario serves a "
+        "self-hosted api_base of model_list (an api_base as written, or its host[:port]), so a proxy config.yaml loads unedited.")
     regions: list[str] = Field(default_factory=lambda: ["us-east"], min_length=1,
                                description="Regions with a gateway instance; a request enters the nearest one its residency allows.")
     instances_per_region: int = Field(default=1, ge=1, le=MAX_COUNT)
