@@ -316,6 +316,15 @@ def test_sweep_report_on_a_damaged_part(tmp_path: Path) -> None:
     fails(["sweep", "report", tmp_path], f"{part}: not a readable Parquet part", "run the sweep again")
 
 
+def test_sweep_resume_on_a_damaged_part(tmp_path: Path) -> None:
+    """A resume reads the stored parts first: a damaged one is named, as `sweep report` does."""
+    path = _sweep(tmp_path, "seeds: 1\nparameters:\n  pools.h100.count: [4]\n")
+    (tmp_path / "o" / "runs").mkdir(parents=True)
+    part = tmp_path / "o" / "runs" / "part-00000.parquet"
+    part.write_bytes(b"not parquet")
+    fails(["sweep", path, "--out", tmp_path / "o"], f"{part}: not a readable Parquet part", "run the sweep again")
+
+
 @pytest.mark.parametrize("rng", ["[-10, -1]", "[80, 5]", "[0, 5]"])
 def test_optimize_capacity_range(tmp_path: Path, rng: str) -> None:
     path = write(tmp_path, f"base: {SCENARIOS / 'quickstart.yaml'}\nknobs:\n  pools.h100.count: [4]\n"

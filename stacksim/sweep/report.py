@@ -9,9 +9,6 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from stacksim.errors import StackSimError
-from stacksim.scenario.yamlio import shown_path
-
 METRICS = ("ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms", "output_tokens_per_s", "spend_usd_per_month", "utilisation")
 LOWER_IS_BETTER = {"ttft_p99_ms": True, "tpot_p99_ms": True, "e2e_p99_ms": True, "output_tokens_per_s": False,
                    "spend_usd_per_month": True, "utilisation": False}
@@ -64,34 +61,12 @@ def pareto(points: pd.DataFrame, x: str = "spend_usd_per_month", y: str = "ttft_
     return pts.loc[keep]
 
 
-def _damaged(out: Path, exc: Exception) -> str:
-    """The message for a results folder whose Parquet parts cannot be read: which part, and why."""
-    import pyarrow.parquet as pq
-
-    try:
-        parts = sorted((out / "runs").glob("part-*.parquet"))
-    except OSError as bad:  # the folder itself cannot be read (a name too long, no permission)
-        return f"cannot read the results folder '{shown_path(str(out))}': {bad.strerror or bad}"
-    for part in parts:
-        try:
-            pq.read_metadata(part)
-        except Exception as bad:  # noqa: BLE001 - any failure to read it is the answer
-            why = str(bad).splitlines()[0] if str(bad) else type(bad).__name__
-            return (f"{part}: not a readable Parquet part ({why}); this results folder is damaged: run the sweep "
-                    "again into a new --out folder")
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{out / 'runs'}: the results cannot be read ({first}); run the sweep again into a new --out folder"
-
-
 def report(out: str | Path) -> dict[str, Any]:
     """Compute the report of a results folder and write its plots; returns what to print."""
     from stacksim.sweep.runner import load_results
 
     out = Path(out)
-    try:
-        df = load_results(out)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise StackSimError(_damaged(out, exc)) from None
+    df = load_results(out)  # a damaged folder: StackSimError naming the part
     if df.empty:
         raise FileNotFoundError(f"no results under {out / 'runs'}")
     pts = by_point(df)

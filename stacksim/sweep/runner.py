@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from stacksim.errors import StackSimError
+from stacksim.scenario.yamlio import shown_path
 from stacksim.sweep.spec import Run, Sweep, load_sweep
 
 # At most this much finished work is lost (and redone) if a sweep is killed.
@@ -168,13 +169,43 @@ class RayBackend:
 BACKENDS: dict[str, Callable[..., Any]] = {"local": LocalBackend, "ray": RayBackend}
 
 
+def damaged(out: Path, exc: Exception) -> str:
+    """The message for a results folder whose Parquet parts cannot be read: which part, and why."""
+    import pyarrow.parquet as pq
+
+    try:
+        parts = sorted((out / "runs").glob("part-*.parquet"))
+    except OSError as bad:  # the folder itself cannot be read (a name too long, no permission)
+        return f"cannot read the results folder '{shown_path(str(out))}': {bad.strerror or bad}"
+    for part in parts:
+        try:
+            pq.read_metadata(part)
+        except Exception as bad:  # noqa: BLE001 - any failure to read it is the answer
+            why = str(bad).splitlines()[0] if str(bad) else type(bad).__name__
+            return (f"{part}: not a readable Parquet part ({why}); this results folder is damaged: run the sweep "
+                    "again into a new --out folder")
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{out / 'runs'}: the results cannot be read ({first}); run the sweep again into a new --out folder"
+
+
+def _read_parts(out: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Every stored part concatenated (empty without parts); a part that cannot be read is a
+    StackSimError naming it, whether a report or a resume reads it."""
+    try:
+        parts = sorted((out / "runs").glob("part-*.parquet"))
+        if not parts:
+            return pd.DataFrame()
+        return pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise StackSimError(damaged(out, exc)) from None
+
+
 def stored_runs(out: Path) -> set[tuple[int, str]]:
     """The (run index, run id) of every run already stored. Both, not the id alone: repeated
     points share an id, and an edited sweep file can move a point to another index."""
-    parts = sorted((out / "runs").glob("part-*.parquet"))
-    if not parts:
+    df = _read_parts(out, ["run_index", "run_id"])
+    if df.empty:
         return set()
-    df = pd.concat([pd.read_parquet(p, columns=["run_index", "run_id"]) for p in parts])
     return {(int(i), str(r)) for i, r in zip(df["run_index"], df["run_id"])}
 
 
@@ -190,10 +221,9 @@ def _flush(out: Path, rows: list[dict[str, Any]]) -> None:
 
 def load_results(out: str | Path) -> pd.DataFrame:
     """Every stored run, sorted by run index (the same on every backend)."""
-    parts = sorted((Path(out) / "runs").glob("part-*.parquet"))
-    if not parts:
-        return pd.DataFrame()
-    df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    df = _read_parts(Path(out))
+    if df.empty:
+        return df
     return df.sort_values("run_index").reset_index(drop=True)
 
 
