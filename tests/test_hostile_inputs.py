@@ -483,3 +483,12 @@ def test_python_api_raises_scenario_error_for_hostile_text() -> None:
     with pytest.raises(ScenarioError, match="U\\+0000"):
         load_scenario_text(QUICKSTART.replace("quickstart", "quick\x00start", 1), "t.yaml")
     assert sys.getrecursionlimit() > MAX_DEPTH * 4  # the bound keeps every recursive step far below it
+
+
+def test_an_exponent_without_a_dot_is_text_in_yaml_and_the_message_says_how_to_write_it(tmp_path: Path) -> None:
+    """PyYAML (YAML 1.1) reads 1e9 as a string; the error says so and gives the spelling it reads."""
+    text = (SCENARIOS / "quickstart.yaml").read_text()
+    text = "\n".join("horizon_s: 1e9" if ln.startswith("horizon_s:") else ln for ln in text.splitlines()) + "\n"
+    path = write(tmp_path, text)
+    fails(["validate", path], where(path, line_no(text, "horizon_s: 1e9"), "horizon_s"), "YAML reads it as text",
+          "write 1.0e+9")

@@ -7,6 +7,7 @@ whose message names the file, the line, the field and what would be valid.
 from __future__ import annotations
 
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,16 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _yaml_float(text: str) -> str:
+    """``1e9`` as YAML 1.1 reads a number: ``1.0e+9``."""
+    mant, exp = re.split("[eE]", text.strip())
+    if "." not in mant:
+        mant += ".0"
+    if exp[0] not in "+-":
+        exp = "+" + exp
+    return f"{mant}e{exp}"
+
+
 def _describe(err: dict[str, Any], data: Any) -> tuple[str, tuple[Any, ...]]:
     loc = tuple(err["loc"])
     typ = err["type"]
@@ -149,6 +160,9 @@ def _describe(err: dict[str, Any], data: Any) -> tuple[str, tuple[Any, ...]]:
             return f"needs a 'kind'; valid kinds: {tags}", path
         return f"kind {err['ctx'].get('tag')!r} is not valid; valid kinds: {tags}", path + ("kind",)
     msg = err["msg"]
+    if isinstance(got, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", got.strip()):
+        # YAML 1.1 (PyYAML) reads a float only with a dot and a signed exponent: 1e9 is text there.
+        return f"{msg} (got '{clip(got)}': YAML reads it as text; write {_yaml_float(got)})", path
     if typ in ("less_than", "less_than_equal") and str(loc[-1]) in BOUND_REASONS:
         return f"{msg} (got {clip(repr(got))}); {BOUND_REASONS[str(loc[-1])]}", path
     if typ == "value_error":
