@@ -24,6 +24,7 @@ import pandas as pd
 import streamlit as st
 import yaml
 
+import stacksim.compare as cmp
 from stacksim import ScenarioError, load_scenario_text, run_scenario
 from stacksim.catalog import accelerators, models
 from stacksim.errors import StackSimError
@@ -285,21 +286,6 @@ def headline(s: dict[str, Any], pinned: dict[str, Any] | None) -> None:
         st.caption(sp.get("monthly_basis", ""))
 
 
-SIDE_BY_SIDE = (
-    ("p50 TTFT (ms)", ("latency_ms", "ttft", "p50")),
-    ("p99 TTFT (ms)", ("latency_ms", "ttft", "p99")),
-    ("p50 TPOT (ms)", ("latency_ms", "tpot", "p50")),
-    ("p99 TPOT (ms)", ("latency_ms", "tpot", "p99")),
-    ("p99 end-to-end (ms)", ("latency_ms", "e2e", "p99")),
-    ("output tokens/s", ("throughput", "output_tokens_per_s")),
-    ("requests/s", ("throughput", "requests_per_s")),
-    ("spend $/month", ("spend", "monthly", "total_usd")),
-    ("SLO attainment", ("slo", "attainment_all")),
-    ("rejected share", ("requests", "rejected_share")),
-    ("rejected", ("requests", "rejected")),
-)
-
-
 def capacity_notes(s: dict[str, Any]) -> None:
     """Each deployment's sustainable capacity against its load (serving/capacity.py): an
     overload (the latencies shown then describe a transient, not a steady state) or a load near
@@ -317,21 +303,39 @@ def capacity_notes(s: dict[str, Any]) -> None:
         st.caption(" · ".join(lines))
 
 
-def compare_side_by_side(current: dict[str, Any], seed: int) -> None:
-    """The current run next to a second bundled scenario (same seed)."""
-    others = ["(none)", *bundled()]
-    other = st.selectbox("compare side by side with", others, key="compare")
+def compare_side_by_side(text: str, name: str, label: str) -> None:
+    """This scenario (as edited) next to a second bundled one over N seeds of the comparison's own
+    (the same seeds on both sides, so the runs pair by seed; not the sidebar's seed): each metric
+    with its difference, % change and interval from ``stacksim.compare``, the statistics of
+    `stacksim compare`."""
+    c1, c2, c3 = st.columns([3, 1, 1])
+    other = c1.selectbox("compare side by side with", ["(none)", *bundled()], key="compare")
+    n = int(c2.number_input("seeds", 1, 10, cmp.MIN_SEEDS, key="compare_seeds"))  # 2 x 10 runs fit the result cache
+    first = int(c3.number_input("first seed", 0, 2**31 - 11, 0, key="compare_seed_base"))
     if other == "(none)":
         return
     path = bundled()[other]
-    res = simulate(path.read_text(encoding="utf-8"), str(path), seed)
-    o = res["summary"]
-    table = pd.DataFrame(
-        {f"this run ({current['scenario']})": [_get(current, p) for _, p in SIDE_BY_SIDE],
-         f"{o['scenario']}": [_get(o, p) for _, p in SIDE_BY_SIDE]},
-        index=[label for label, _ in SIDE_BY_SIDE],
-    )
-    st.dataframe(table)
+    seeds = list(range(first, first + n))
+    runs: list[dict[str, Any]] = []
+    for t, nm in ((text, name), (path.read_text(encoding="utf-8"), str(path))):
+        for seed in seeds:
+            try:
+                runs.append({"summary": simulate(t, nm, seed)["summary"]})
+            except StackSimError as exc:  # one failed run is listed; the others still count
+                runs.append({"error": str(exc)})
+    other_name = next((r["summary"]["scenario"] for r in runs[n:] if "summary" in r), other)
+    labels = [f"this scenario ({label})", other_name]
+    res = cmp.compare_runs(labels, seeds, runs)
+    res["scenarios"] = [{"label": lb} for lb in labels]
+    cols, rows = cmp.table(res)
+    st.caption(f"mean ± sd over seeds {seeds[0]}..{seeds[-1]}; difference from this scenario with its 95% interval "
+               "(paired by seed; * when it excludes zero) and % change")
+    st.dataframe(pd.DataFrame(rows, columns=cols), hide_index=True, key="compare_table")
+    for w in res["warnings"]:
+        st.warning(w)
+    for f in res["failures"]:
+        st.error(f"run failed: {f['scenario']} seed {f['seed']}: {f['error']}")
+    st.caption(res["method"])
 
 
 def mix_tab(text: str, name: str) -> None:
@@ -510,7 +514,7 @@ def main() -> None:
                 st.caption(f"fault {f['kind']} on {f['target']} {f['start_s']:g}-{f['end_s']:g} s: {f['requests_during']:,} requests during, "
                            f"{f['failed_during']:,} failed, {f['retried_during']:,} retried")
             finops_panels(s)
-            compare_side_by_side(s, seed)
+            compare_side_by_side(text, name, s["scenario"])
             d1, d2, d3 = st.columns(3)
             d1.download_button("scenario YAML", text, file_name=Path(name).name, key="dl_yaml")
             d2.download_button("summary.json", json.dumps(s, indent=2), file_name="summary.json", key="dl_summary")

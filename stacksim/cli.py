@@ -361,7 +361,8 @@ def compare(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per core).")] = None,
 ) -> None:
     """Run scenarios over the same seeds and show headline metrics side by side, with each one's
-    difference from the first (95% Welch t interval)."""
+    difference from the first and its % change (95% interval paired by seed: t for means,
+    bootstrap for percentiles)."""
     import json
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -392,18 +393,23 @@ def compare(
         return
     if json_out:
         sys.stdout.write(json.dumps(res, allow_nan=False) + "\n")
+        for w in res["warnings"]:  # also in the object; stderr keeps stdout one JSON object
+            err_console.print(escape(w), highlight=False, soft_wrap=True)
     else:
         s = res["seeds"]
         seeds_txt = f"seed {s[0]}" if len(s) == 1 else f"seeds {s[0]}..{s[-1]}"
         out_console.print(f"[bold]compare[/] {len(res['scenarios'])} scenarios x {len(s)} {seeds_txt}; "
                           f"baseline [bold]{escape(res['baseline'])}[/]")
         cols, rows = table(res)
-        t = Table(title="mean ± sd over seeds; differences from the baseline with 95% interval", title_justify="left")
+        t = Table(title="mean ± sd over seeds; differences from the baseline with 95% interval (paired by seed) and % change",
+                  title_justify="left")
         for i, c in enumerate(cols):
             t.add_column(escape(c), justify="left" if i == 0 else "right")
         for r in rows:
             t.add_row(*(escape(x) for x in r))
         out_console.print(t)
+        for w in res["warnings"]:
+            out_console.print(escape(w), highlight=False, soft_wrap=True)
         out_console.print(escape(res["method"]), highlight=False, soft_wrap=True)
         for b in basis_lines(res):
             out_console.print(escape(b), highlight=False, soft_wrap=True)

@@ -2,15 +2,24 @@
 
 Each scenario runs once per seed (``seed_base .. seed_base + seeds - 1``). For every headline
 metric (read from each run's ``summary.json`` dict) the per-seed values give a mean and a
-standard deviation per scenario, and each scenario after the first (the baseline) gets the
-difference of means from it with a Welch t interval:
+standard deviation per scenario, and each scenario after the first (the baseline) gets its
+difference from it. Seed s of every scenario draws from the same random streams, so the runs
+are paired by seed and the interval is built on the per-seed differences
+``d_s = X_s - A_s`` (a paired design cancels the noise the two runs share):
 
-    d = mean(X) - mean(A),   se^2 = s_X^2 / n_X + s_A^2 / n_A,
-    df = se^4 / ((s_X^2 / n_X)^2 / (n_X - 1) + (s_A^2 / n_A)^2 / (n_A - 1))   (Welch-Satterthwaite)
-    d +- t_{0.975, df} * se
+* a mean-like metric (throughput, spend, SLO attainment, counts): the paired t interval,
+  ``mean(d) +- t_{0.975, n-1} * sd(d) / sqrt(n)`` (``scipy.stats.ttest_rel(...).confidence_interval``);
+* a percentile metric (TTFT / end-to-end / agent-task p50, p90, p99: skewed from seed to seed):
+  a percentile bootstrap of ``mean(d)`` over the seeds (``scipy.stats.bootstrap``, a fixed
+  resampling seed so the same runs print the same interval); with fewer than ``MIN_SEEDS``
+  pairs the paired t interval instead, since so few seeds leave the bootstrap almost no
+  distinct resamples.
 
-A difference is significant when its interval excludes zero. With one seed there is no
-interval; where neither scenario varies over seeds the difference is exact.
+Only seeds where both runs produced the metric are paired. A difference is significant when its
+interval excludes zero. With one pair there is no interval; where every difference is the same
+(a spend fixed by the fleet) the difference is exact. With fewer than ``MIN_SEEDS`` pairs the
+interval is printed with a warning: see :data:`FEW_SEEDS`. The % change is the difference over the
+baseline's mean.
 
 The core imports no plotting and no CLI libraries; ``report/compare_plots.py`` draws the PNGs.
 """
@@ -35,11 +44,22 @@ from stacksim.metrics.summary import HOURS_PER_MONTH
 from stacksim.scenario.schema_limits import DEFAULT_MAX_RUNS
 
 CONFIDENCE = 0.95
+# Below 5 pairs an interval is too unstable to act on: the t quantile is 12.7 at 1 degree of
+# freedom, 4.3 at 2 and 3.2 at 3 (2.8 at 4), so one odd seed swings it by several times the
+# difference; and n seeds give the bootstrap only C(2n-1, n) distinct resamples (10 at n = 3,
+# 126 at n = 5), too few for a 2.5% tail.
+MIN_SEEDS = 5
 METHOD = (
-    "difference = scenario - baseline (the first scenario), mean over seeds; 95% Welch t interval "
-    "(unequal variances, Welch-Satterthwaite degrees of freedom, scipy.stats.t) over the per-seed "
-    "values; significant (*) when the interval excludes zero"
+    "difference = scenario - baseline (the first scenario), mean over seeds of the per-seed differences "
+    "(seeds are shared, so runs are paired by seed); 95% interval: paired t (scipy.stats.ttest_rel) for means, "
+    "paired bootstrap of the per-seed differences (scipy.stats.bootstrap, percentile) for p50/p90/p99 metrics "
+    f"(paired t below {MIN_SEEDS} seeds); "
+    "significant (*) when the interval excludes zero; % change = difference / baseline mean"
 )
+FEW_SEEDS = ("warning: {n} seed{s} per scenario: the intervals (and *) are too unstable to act on below "
+             f"{MIN_SEEDS} seeds; rerun with --seeds {MIN_SEEDS} or more")
+BOOTSTRAP_RESAMPLES = 9999  # scipy's default
+BOOTSTRAP_SEED = 0  # a fixed resampling stream: the same runs print the same interval
 SPEND_COMPUTED = (
     f"spend per month: GPUs = summary spend.gpu_usd_per_month (the run's hourly rate x {HOURS_PER_MONTH:g} h); "
     f"API, egress and agent tools = this run's amount x {HOURS_PER_MONTH:g} h / simulated hours (time.end_s); "
@@ -61,6 +81,7 @@ class Metric:
     label: str
     unit: str  # ms, s, share, req/s, tok/s, $/month, $, count
     group: str
+    percentile: bool = False  # a per-run percentile (p50/p90/p99): its differences are bootstrapped
 
 
 def _num(x: Any) -> float | None:
@@ -85,17 +106,18 @@ def extract(summary: dict[str, Any]) -> tuple[dict[str, float], dict[str, Metric
     vals: dict[str, float] = {}
     meta: dict[str, Metric] = {}
 
-    def put(key: str, label: str, unit: str, group: str, v: Any) -> None:
+    def put(key: str, label: str, unit: str, group: str, v: Any, percentile: bool = False) -> None:
         x = _num(v)
         if x is not None:
             vals[key] = x
-            meta[key] = Metric(key, label, unit, group)
+            meta[key] = Metric(key, label, unit, group, percentile)
 
     for m, name in (("ttft", "TTFT"), ("e2e", "end-to-end")):
         for q in ("p50", "p90", "p99"):
-            put(f"{m}_{q}_ms", f"{name} {q}", "ms", "latency", _get(summary, "latency_ms", m, q))
+            put(f"{m}_{q}_ms", f"{name} {q}", "ms", "latency", _get(summary, "latency_ms", m, q), percentile=True)
     for q in ("p50", "p90"):
-        put(f"agent_task_{q}_s", f"agent task {q}", "s", "agents", _get(summary, "agents", "all", "latency_s", q))
+        put(f"agent_task_{q}_s", f"agent task {q}", "s", "agents", _get(summary, "agents", "all", "latency_s", q),
+            percentile=True)
     put("slo_attainment_all", "SLO attainment, all", "share", "slo", _get(summary, "slo", "attainment_all"))
     att = _get(summary, "slo", "attainment")
     for target, v in (att or {}).items() if isinstance(att, dict) else ():
@@ -160,25 +182,43 @@ def _spend(summary: dict[str, Any], put: Callable[[str, str, str, str, Any], Non
     return SPEND_COMPUTED
 
 
-def welch(baseline: Sequence[float], other: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
-    """``mean(other) - mean(baseline)`` with a Welch t interval (see the module docstring)."""
-    a = np.asarray(baseline, dtype=float)
-    b = np.asarray(other, dtype=float)
-    d = float(b.mean() - a.mean())
-    out: dict[str, Any] = {"diff": d, "ci_low": None, "ci_high": None, "df": None, "significant": None}
-    if a.size < 2 or b.size < 2:
+def paired(baseline: Sequence[float | None], other: Sequence[float | None], percentile: bool = False,
+           confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """``other - baseline`` paired by seed (position), with its interval (see the module docstring).
+
+    ``None`` marks a seed whose run lacks the metric; that seed is left out of both sides. The
+    returned ``diff`` is the mean of the per-seed differences, ``pct_change`` that over the
+    baseline's mean on the same seeds (None when that mean is 0)."""
+    pairs = [(a, b) for a, b in zip(baseline, other, strict=True) if a is not None and b is not None]
+    a = np.array([p[0] for p in pairs], dtype=float)
+    b = np.array([p[1] for p in pairs], dtype=float)
+    # n seeds give the bootstrap C(2n-1, n) distinct resamples (3 at n = 2): below MIN_SEEDS its
+    # 2.5% tails would be the extreme seeds, an interval far too narrow. The t interval is honest there.
+    boot = percentile and len(pairs) >= MIN_SEEDS
+    method = "paired bootstrap" if boot else "paired t" + (f" (under {MIN_SEEDS} seeds: too few to bootstrap)" if percentile else "")
+    out: dict[str, Any] = {"diff": None, "pct_change": None, "ci_low": None, "ci_high": None, "n_pairs": len(pairs),
+                           "method": method, "significant": None}
+    if not pairs:
+        out["note"] = "no seed where both runs have this metric"
+        return out
+    d = b - a
+    diff = float(d.mean())
+    base = float(a.mean())
+    out.update(diff=diff, pct_change=diff / abs(base) * 100 if base != 0.0 else None)
+    if len(pairs) < 2:
         out["note"] = "interval unavailable: needs at least 2 seeds per scenario"
         return out
-    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    se2 = va + vb
-    if se2 == 0.0:
-        # Neither scenario varies over seeds (a spend fixed by the fleet): the difference is exact.
-        out.update(ci_low=d, ci_high=d, significant=d != 0.0, note="no variation over seeds: exact")
+    if np.ptp(d) == 0.0:
+        # Every seed moves by the same amount (a fleet's GPU spend): the difference is exact.
+        out.update(ci_low=diff, ci_high=diff, significant=diff != 0.0, note="no variation over seeds: exact")
         return out
-    df = se2**2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(se2)
-    lo, hi = d - half, d + half
-    out.update(ci_low=lo, ci_high=hi, df=float(df), significant=bool(lo > 0 or hi < 0))
+    if boot:
+        ci = stats.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
+                             method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
+    else:
+        ci = stats.ttest_rel(b, a).confidence_interval(confidence)
+    lo, hi = float(ci.low), float(ci.high)
+    out.update(ci_low=lo, ci_high=hi, significant=bool(lo > 0 or hi < 0))
     return out
 
 
@@ -271,7 +311,19 @@ def compare(
     jobs = [(str(p.resolve()), s) for p in files for s in seed_list]
     n_workers = min(len(jobs), workers or os.cpu_count() or 1)
     runs = run_jobs(jobs, n_workers, progress)
+    res = compare_runs(labels, seed_list, runs, confidence)
+    return {"scenarios": [{"label": lb, "name": n, "path": str(p)} for lb, n, p in zip(labels, names, files)], **res}
 
+
+def compare_runs(labels: Sequence[str], seed_list: Sequence[int], runs: Sequence[dict[str, Any]],
+                 confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """The statistics of :func:`compare` over runs already made (the dashboard makes its own):
+    ``runs`` holds ``{"summary": ...}`` or ``{"error": ...}`` per scenario and seed, scenario by
+    scenario (``labels[0]``'s seeds first, in ``seed_list`` order). ``labels[0]`` is the baseline."""
+    labels, seed_list = list(labels), list(seed_list)
+    seeds = len(seed_list)
+    if len(runs) != len(labels) * seeds:
+        raise ValueError(f"{len(runs)} runs for {len(labels)} scenarios x {seeds} seeds")
     values: dict[str, dict[str, list[float | None]]] = {}  # metric -> label -> per-seed
     meta: dict[str, Metric] = {}
     spend_basis: dict[str, str] = {}  # scenario -> how its spend per month was read (its first run)
@@ -302,18 +354,18 @@ def compare(
                 "values": values[k][lb],
             }
         diffs: dict[str, Any] = {}
-        a = [v for v in values[k][base] if v is not None]
         for lb in labels[1:]:
-            b = [v for v in values[k][lb] if v is not None]
-            diffs[lb] = welch(a, b, confidence) if a and b else None
+            d = paired(values[k][base], values[k][lb], meta[k].percentile, confidence)
+            diffs[lb] = d if d["diff"] is not None else None
         metrics[k] = {"label": meta[k].label, "unit": meta[k].unit, "group": meta[k].group,
-                      "scenarios": per, "differences": diffs}
+                      "percentile": meta[k].percentile, "scenarios": per, "differences": diffs}
+    warnings = [FEW_SEEDS.format(n=seeds, s="" if seeds == 1 else "s")] if 1 < seeds < MIN_SEEDS else []
     return {
-        "scenarios": [{"label": lb, "name": n, "path": str(p)} for lb, n, p in zip(labels, names, files)],
         "baseline": base,
         "seeds": seed_list,
         "confidence": confidence,
         "method": METHOD if seeds > 1 else "one seed per scenario: confidence intervals are unavailable (use --seeds 2 or more)",
+        "warnings": warnings,
         "spend_basis": spend_basis,
         "metrics": metrics,
         "failures": failures,
@@ -354,19 +406,26 @@ def fmt_diff(unit: str, d: dict[str, Any] | None) -> str:
     return f"{s} [{lo}, {hi}]" + (" *" if d["significant"] else "")
 
 
+def fmt_pct(d: dict[str, Any] | None) -> str:
+    """The % change of a difference: +12.3%; '-' where the baseline's mean is 0."""
+    if d is None or d.get("pct_change") is None:
+        return "-"
+    return f"{d['pct_change']:+,.1f}%"
+
+
 UNIT_LABEL = {"share": "%", "$/month": "$/month", "$": "$"}
 
 
 def table(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Column headers and rows of strings: metric, then per scenario its mean ± sd and (after the
-    baseline) its difference from the baseline with the interval. Spend parts that are zero in
-    every run are left out (the JSON keeps them)."""
+    baseline) its difference from the baseline with the interval, and that difference as a %
+    change. Spend parts that are zero in every run are left out (the JSON keeps them)."""
     labels = [s["label"] for s in res["scenarios"]]
     cols = ["metric"]
     for i, lb in enumerate(labels):
         cols.append(lb)
         if i:
-            cols.append(f"{lb} - {labels[0]}")
+            cols += [f"{lb} - {labels[0]}", "change" if len(labels) == 2 else f"{lb} change"]
     rows = []
     for key, m in res["metrics"].items():
         if m["group"] == "spend" and key != "spend_total_usd_per_month" and not any(
@@ -377,7 +436,7 @@ def table(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for i, lb in enumerate(labels):
             row.append(fmt_cell(m["unit"], m["scenarios"][lb]))
             if i:
-                row.append(fmt_diff(m["unit"], m["differences"][lb]))
+                row += [fmt_diff(m["unit"], m["differences"][lb]), fmt_pct(m["differences"][lb])]
         rows.append(row)
     return cols, rows
 
@@ -401,15 +460,16 @@ def write_outputs(res: dict[str, Any], out: str | Path, plots: bool = True) -> l
         with written[1].open("w", newline="") as f:
             w = csv.writer(f)
             seeds = res["seeds"]
-            w.writerow(["metric", "unit", "scenario", "baseline", "n", "mean", "std", "diff", "ci_low", "ci_high",
-                        "significant", *(f"seed_{s}" for s in seeds)])
+            w.writerow(["metric", "unit", "scenario", "baseline", "n", "mean", "std", "diff", "pct_change", "ci_low",
+                        "ci_high", "significant", "interval", *(f"seed_{s}" for s in seeds)])
             for key, m in res["metrics"].items():
                 for s in res["scenarios"]:
                     lb = s["label"]
                     st = m["scenarios"][lb]
                     d = m["differences"].get(lb) or {}
                     w.writerow([key, m["unit"], lb, lb == res["baseline"], st["n"], st["mean"], st["std"],
-                                d.get("diff"), d.get("ci_low"), d.get("ci_high"), d.get("significant"), *st["values"]])
+                                d.get("diff"), d.get("pct_change"), d.get("ci_low"), d.get("ci_high"),
+                                d.get("significant"), d.get("method"), *st["values"]])
         if plots:
             from stacksim.report.compare_plots import write_compare_plots
 

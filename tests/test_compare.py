@@ -1,4 +1,5 @@
-"""`stacksim compare`: the Welch interval against scipy, optional summary sections read
+"""`stacksim compare`: the paired intervals (t for means, bootstrap for percentiles) against scipy
+on a known per-seed table, the few-seeds warning, the % change column, optional summary sections read
 defensively, identical scenarios never differ significantly, more load is a significant latency
 increase, --json / --out layouts, bad input exits 2 without a traceback."""
 
@@ -56,27 +57,92 @@ def compared(files: dict[str, Path]) -> dict[str, Any]:
     return json.loads(r.stdout)  # exactly one JSON object: json.loads rejects anything after it
 
 
-def test_welch_interval_matches_scipy() -> None:
-    rng = np.random.default_rng(7)
-    for na, nb in ((3, 3), (3, 7), (10, 4)):
-        a = rng.normal(10, 1, na)
-        b = rng.normal(11, 3, nb)
-        got = cmp.welch(a, b)
-        ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
-        assert got["diff"] == pytest.approx(b.mean() - a.mean())
-        assert (got["ci_low"], got["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-9)
-        assert got["significant"] == (ci.low > 0 or ci.high < 0)
+# A known per-seed table: 6 shared seeds of a baseline A and a scenario X whose seeds move
+# together (seed 3 is slow in both), so the paired interval is far narrower than an unpaired one.
+TABLE_A = [100.0, 120.0, 95.0, 180.0, 110.0, 105.0]
+TABLE_X = [112.0, 129.0, 108.0, 195.0, 118.0, 123.0]
 
 
-def test_welch_degenerate_cases() -> None:
-    one = cmp.welch([1.0], [2.0])
+def test_paired_t_interval_matches_scipy() -> None:
+    got = cmp.paired(TABLE_A, TABLE_X)
+    a, x = np.array(TABLE_A), np.array(TABLE_X)
+    ci = stats.ttest_rel(x, a).confidence_interval(0.95)
+    assert got["method"] == "paired t" and got["n_pairs"] == 6
+    assert got["diff"] == pytest.approx(12.5)
+    assert got["pct_change"] == pytest.approx(12.5 / a.mean() * 100)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    # The same interval by hand: mean(d) +- t_{0.975, 5} sd(d) / sqrt(6), d = 12, 9, 13, 15, 8, 18.
+    d = x - a
+    half = stats.t.ppf(0.975, 5) * d.std(ddof=1) / np.sqrt(6)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((12.5 - half, 12.5 + half), rel=1e-12)
+    assert got["significant"] is True
+    # Unpaired (Welch) the shared slow seed would swamp the difference: the interval spans 0.
+    welch = stats.ttest_ind(x, a, equal_var=False).confidence_interval(0.95)
+    assert welch.low < 0 < welch.high
+
+
+def test_paired_bootstrap_interval_matches_scipy() -> None:
+    got = cmp.paired(TABLE_A, TABLE_X, percentile=True)
+    d = np.array(TABLE_X) - np.array(TABLE_A)
+    ci = stats.bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=9999, method="percentile",
+                         rng=np.random.default_rng(0)).confidence_interval
+    assert got["method"] == "paired bootstrap" and got["diff"] == pytest.approx(12.5)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-12)
+    # Paired resampling of the two columns is the same bootstrap as resampling their differences.
+    both = stats.bootstrap((np.array(TABLE_X), np.array(TABLE_A)), lambda x, a, axis: x.mean(axis) - a.mean(axis),
+                           paired=True, n_resamples=9999, method="percentile", rng=np.random.default_rng(0))
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx(tuple(both.confidence_interval), rel=1e-12)
+    assert 8 <= got["ci_low"] < 12.5 < got["ci_high"] <= 16 and got["significant"] is True
+    assert cmp.paired(TABLE_A, TABLE_X, percentile=True) == got  # a fixed resampling stream
+
+
+def test_paired_degenerate_cases() -> None:
+    one = cmp.paired([1.0], [2.0])
     assert one["diff"] == 1.0 and one["ci_low"] is None and one["significant"] is None
     assert "unavailable" in one["note"]
-    exact = cmp.welch([5.0, 5.0, 5.0], [7.0, 7.0, 7.0])  # a fleet's GPU spend: no seed changes it
+    exact = cmp.paired([5.0, 5.0, 5.0], [7.0, 7.0, 7.0])  # a fleet's GPU spend: no seed changes it
     assert (exact["ci_low"], exact["ci_high"], exact["significant"]) == (2.0, 2.0, True)
-    same = cmp.welch([5.0, 5.0], [5.0, 5.0])
+    assert exact["pct_change"] == pytest.approx(40.0)
+    same = cmp.paired([5.0, 5.0], [5.0, 5.0], percentile=True)
     assert same["significant"] is False
-    assert cmp.welch([1.0, 2.0, 3.0], [2.0, 1.0, 3.0])["significant"] is False
+    assert cmp.paired([1.0, 2.0, 3.0], [2.0, 1.0, 3.0])["significant"] is False
+    # A seed missing on either side is left out of both (pairs stay pairs); a zero baseline has no %.
+    gap = cmp.paired([0.0, None, 0.0, 0.0], [1.0, 9.0, None, 3.0])
+    assert gap["n_pairs"] == 2 and gap["diff"] == 2.0 and gap["pct_change"] is None
+    assert cmp.paired([None, 1.0], [1.0, None])["n_pairs"] == 0
+
+
+def test_few_seeds_warning_and_pct_column(monkeypatch: pytest.MonkeyPatch, files: dict[str, Path]) -> None:
+    """Below MIN_SEEDS a plain warning line in the table output, in the JSON, and on stderr with
+    --json; none from MIN_SEEDS on. The change column is the difference over the baseline mean."""
+    def fake(path: str, seed: int) -> dict[str, Any]:
+        up = 1.1 if path.endswith("heavy.yaml") else 1.0
+        return {"summary": {"latency_ms": {"ttft": {"p99": (100.0 + 7 * seed) * up}},
+                            "throughput": {"requests_per_s": 20.0 * up + seed % 2}}}
+
+    monkeypatch.setattr(cmp, "_run_one", fake)
+    args = ["compare", str(files["base"]), str(files["heavy"]), "--workers", "1"]
+    r = runner.invoke(app, [*args, "--seeds", "2"])
+    assert r.exit_code == 0, (r.stderr, r.exception)
+    text = ANSI.sub("", r.stdout)
+    warn = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert warn == [("warning: 2 seeds per scenario: the intervals (and *) are too unstable to act on below 5 seeds; "
+                     "rerun with --seeds 5 or more")], text
+    assert re.search(r"┃ change ┃", text) and re.search(r"TTFT p99 \(ms\).*│\s+\+10\.0% │", text), text
+    r = runner.invoke(app, [*args, "--seeds", "2", "--json"])
+    res = json.loads(r.stdout)
+    assert res["warnings"] == [warn[0]] and warn[0] in ANSI.sub("", r.stderr)
+    # Two seeds are too few to bootstrap: the percentile falls back to the (wide, honest) t interval.
+    d = res["metrics"]["ttft_p99_ms"]["differences"]["heavy"]
+    assert d["method"] == "paired t (under 5 seeds: too few to bootstrap)"
+    ci = stats.ttest_rel(res["metrics"]["ttft_p99_ms"]["scenarios"]["heavy"]["values"],
+                         res["metrics"]["ttft_p99_ms"]["scenarios"]["quickstart"]["values"]).confidence_interval()
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert res["metrics"]["requests_per_s"]["differences"]["heavy"]["method"] == "paired t"
+    r = runner.invoke(app, [*args, "--seeds", str(cmp.MIN_SEEDS), "--json"])
+    res = json.loads(r.stdout)
+    assert res["warnings"] == [] and "warning" not in r.stderr
+    assert res["metrics"]["ttft_p99_ms"]["differences"]["heavy"]["method"] == "paired bootstrap"
 
 
 def test_extract_reads_optional_sections() -> None:
@@ -116,7 +182,8 @@ def test_extract_reads_optional_sections() -> None:
 def test_json_layout(compared: dict[str, Any]) -> None:
     res = compared
     assert set(res) >= {"scenarios", "baseline", "seeds", "confidence", "method", "metrics", "failures"}
-    assert res["seeds"] == list(range(SEEDS)) and "Welch" in res["method"] and res["failures"] == []
+    assert res["seeds"] == list(range(SEEDS)) and "paired" in res["method"] and res["failures"] == []
+    assert res["warnings"] and "too unstable" in res["warnings"][0]  # 3 seeds < MIN_SEEDS
     labels = [s["label"] for s in res["scenarios"]]
     assert len(set(labels)) == 4 and res["baseline"] == labels[0]
     for key in ("ttft_p50_ms", "ttft_p99_ms", "e2e_p90_ms", "slo_attainment_all", "requests_per_s",
@@ -130,7 +197,9 @@ def test_json_layout(compared: dict[str, Any]) -> None:
             assert st["mean"] == pytest.approx(np.mean(st["values"]))
         assert set(m["differences"]) == set(labels[1:])
         for d in m["differences"].values():
-            assert set(d) >= {"diff", "ci_low", "ci_high", "significant"}
+            assert set(d) >= {"diff", "pct_change", "ci_low", "ci_high", "significant", "method", "n_pairs"}
+            assert d["method"].startswith("paired t") if SEEDS < cmp.MIN_SEEDS or not m["percentile"] \
+                else d["method"] == "paired bootstrap"
     assert "agent_task_p50_s" not in res["metrics"]  # no scenario has agents: no row at all
     assert set(res["spend_basis"]) == set(labels)  # how each scenario's spend per month was read
 
@@ -160,13 +229,14 @@ def test_table_and_out_files(files: dict[str, Path], compared: dict[str, Any], t
     text = ANSI.sub("", r.stdout)
     assert "quickstart" in text and "heavy - quickstart" in text
     assert re.search(r"end-to-end p50 \(ms\).*\[\+[\d,.]+, \+[\d,.]+\] \*", text), text
-    assert "Welch" in text and "spend per month" in text
+    assert "ttest_rel" in text and "bootstrap" in text and "spend per month" in text
     res = json.loads((out / "compare.json").read_text())
     # One worker or two, the same per-seed values (each run is a function of its file and seed).
     assert res["metrics"]["e2e_p50_ms"]["scenarios"]["heavy"]["values"] == \
         compared["metrics"]["e2e_p50_ms"]["scenarios"]["heavy"]["values"]
     lines = (out / "compare.csv").read_text().splitlines()
-    assert lines[0].startswith("metric,unit,scenario,baseline,n,mean,std,diff,ci_low,ci_high,significant,seed_0")
+    assert lines[0].startswith("metric,unit,scenario,baseline,n,mean,std,diff,pct_change,ci_low,ci_high,significant,"
+                               "interval,seed_0")
     assert len(lines) == 1 + 2 * len(res["metrics"])
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert pngs == sorted(f"{k}.png" for k in res["metrics"])

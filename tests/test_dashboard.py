@@ -3,6 +3,7 @@ numbers move; a broken scenario shows the loader's message."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,13 +93,29 @@ def test_every_bundled_scenario_loads() -> None:
 
 
 def test_side_by_side_second_scenario() -> None:
+    """N seeds of the comparison's own (not the sidebar's), the same statistics and table as
+    `stacksim compare`: readable cells, a difference with its paired interval, a % change, and
+    the few-seeds warning below compare.MIN_SEEDS."""
+    import stacksim.compare as cmp
+
     at = app()
+    at.sidebar.number_input(key="seed:quickstart.yaml").set_value(7).run()
     at.button(key="run").click().run()
+    at.number_input(key="compare_seeds").set_value(3).run()
     at.selectbox(key="compare").select("two-tier-fleet.yaml").run()
     assert not at.exception, at.exception
-    table = at.dataframe[-1].value
-    assert list(table.columns) == ["this run (quickstart)", "two-tier-fleet"]
-    assert table.loc["spend $/month", "two-tier-fleet"] > table.loc["spend $/month", "this run (quickstart)"]
+    table = next(d.value for d in at.dataframe if "two-tier-fleet" in d.value.columns)
+    assert list(table.columns) == ["metric", "this scenario (quickstart)", "two-tier-fleet",
+                                   "two-tier-fleet - this scenario (quickstart)", "change"]
+    row = table.set_index("metric").loc["spend total ($/month)"]
+    assert row["this scenario (quickstart)"] == "10,191 ± 0" and row["change"] == "+187.6%"
+    ttft = table.set_index("metric").loc["TTFT p99 (ms)"]
+    assert re.fullmatch(r"\+[\d,.]+ \[\+[\d,.]+, \+[\d,.]+\] \*", ttft.iloc[2]), ttft.iloc[2]
+    # The same numbers as the CLI's statistics over seeds 0..2 (the sidebar's seed 7 plays no part).
+    quick, two = (Path(APP).parents[1] / "scenarios" / f for f in ("quickstart.yaml", "two-tier-fleet.yaml"))
+    res = cmp.compare([quick, two], seeds=3, workers=1)
+    assert ttft.iloc[2] == cmp.fmt_diff("ms", res["metrics"]["ttft_p99_ms"]["differences"]["two-tier-fleet"])
+    assert any("too unstable" in w.value for w in at.warning)
 
 
 def test_upload_a_broken_file_shows_the_error_and_a_good_one_runs() -> None:

@@ -40,7 +40,7 @@ def write_compare_plots(res: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.set_ylabel(f"{m['label']} ({m['unit']})", fontsize=8)
         ax.set_title(f"{m['label']}: mean over {len(res['seeds'])} seeds, {conf:.0%} t interval of the mean\n"
-                     "dots: seeds; *: Welch interval of the difference from the baseline excludes 0", fontsize=8)
+                     "dots: seeds; *: paired interval of the difference from the baseline excludes 0", fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
         fig.tight_layout()
         path = out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.png"
