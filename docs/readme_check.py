@@ -1,4 +1,5 @@
-"""Check that the README's command transcripts still say what the commands print.
+"""Check that the command transcripts of the README and the manual (``PAGES``) still say what
+the commands print.
 
     python docs/readme_check.py            # run every checkable `$ stacksim ...` line, report
     python docs/readme_check.py --show 3   # also print the full output of transcript 3
@@ -29,13 +30,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+PAGES = (README, ROOT / "docs" / "scenarios.md", ROOT / "docs" / "model.md")  # the pages with transcripts
 # Values that differ from run to run of the same command: wall-clock seconds.
 VOLATILE = (re.compile(r"wall [0-9.]+ s"), re.compile(r"\), [0-9.]+ s;"))
 
 
 @dataclass
 class Transcript:
-    line: int  # README line of the command
+    line: int  # the page's line of the command
     command: str
     expected: list[str]
 
@@ -109,14 +111,14 @@ def main(argv: list[str]) -> int:
     show = {int(a) for a in argv[argv.index("--show") + 1:] if a.isdigit()} if "--show" in argv else set()
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for k, t in enumerate(transcripts(README.read_text())):
+        for k, (page, t) in enumerate((pg, t) for pg in PAGES for t in transcripts(pg.read_text())):
             if not t.runnable():
-                print(f"[{k}] line {t.line}: skipped (illustration): $ {t.command}")
+                print(f"[{k}] {page.name}:{t.line}: skipped (illustration): $ {t.command}")
                 continue
             out = run(t, Path(tmp))
             problem = check(t, out)
             failures += problem is not None
-            print(f"[{k}] line {t.line}: {'OK' if problem is None else 'DIFFERS'}: $ {t.command}")
+            print(f"[{k}] {page.name}:{t.line}: {'OK' if problem is None else 'DIFFERS'}: $ {t.command}")
             if problem:
                 print("  " + problem)
             if k in show:

@@ -1,5 +1,5 @@
 """Published results, reproduced (scenarios/papers/): each paper's figure against the tolerance
-README.md states ("Published results, reproduced"). Where stacksim does not reproduce a figure the
+docs/model.md states ("Published results, reproduced"). Where stacksim does not reproduce a figure the
 README says so and why, and the test is a strict xfail of the paper's claim: it fails loudly the
 day stacksim starts to reproduce it, so the README can be updated.
 
@@ -96,7 +96,7 @@ def test_melange_method_mixes_never_cost_more_and_meet_the_slo(melange_at_papers
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="not reproduced: at 1 req/s two A10Gs are the cheapest fleet and no mix beats "
                    "them (0%); in stacksim the A10G serves fewer requests per dollar than the A100 in every bucket, "
-                   "so savings come only from whole replicas (README, 'Published results, reproduced')")
+                   "so savings come only from whole replicas (docs/model.md, 'Published results, reproduced')")
 def test_melange_mix_saves_at_every_rate(melange_at_papers_prices: list) -> None:
     """Mélange, Mixed 80/20 (Arena-shaped chats, PubMed-shaped documents), 120 ms TPOT: "13-51% cost
     reduction" over rates, i.e. at least 13% at each rate."""

@@ -28,12 +28,14 @@ def _checker():
 
 
 C = _checker()
-TRANSCRIPTS = [t for t in C.transcripts(C.README.read_text()) if t.runnable()]
+# (page, transcript): the README's and the manual's (docs/scenarios.md, docs/model.md)
+TRANSCRIPTS = [(pg, t) for pg in C.PAGES for t in C.transcripts(pg.read_text()) if t.runnable()]
 
 
 def test_the_readme_has_transcripts_to_check() -> None:
     assert len(TRANSCRIPTS) >= 10
-    assert all(t.expected for t in TRANSCRIPTS)
+    assert all(t.expected for _, t in TRANSCRIPTS)
+    assert sum(pg == C.README for pg, _ in TRANSCRIPTS) >= 5  # the tour keeps its own
 
 
 def test_the_checker_tells_a_stale_line_from_an_excerpt() -> None:
@@ -44,10 +46,10 @@ def test_the_checker_tells_a_stale_line_from_an_excerpt() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("t", TRANSCRIPTS, ids=[f"line{t.line}" for t in TRANSCRIPTS])
-def test_readme_transcript_matches_the_command(t, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("page", "t"), TRANSCRIPTS, ids=[f"{pg.stem}-line{t.line}" for pg, t in TRANSCRIPTS])
+def test_readme_transcript_matches_the_command(page: Path, t, tmp_path: Path) -> None:
     if "azure" in t.command and not SHARED.is_dir():
         pytest.skip("the shared Azure trace is not beside the checkout")
     out = C.run(t, tmp_path)
     problem = C.check(t, out)
-    assert problem is None, f"README line {t.line}: $ {t.command}\n{problem}"
+    assert problem is None, f"{page.name} line {t.line}: $ {t.command}\n{problem}"

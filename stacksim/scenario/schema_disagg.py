@@ -34,7 +34,7 @@ class KvTransfer(Strict):
                        "(same accelerator; their GPUs together fit the accelerator's scale-up domain).")
     bandwidth_gbps: float | None = Field(default=None, gt=0, description="Achieved bandwidth per GPU, gigabits per "
                                          "second (network convention: 400 = a 400 Gb/s NIC at line rate). Omitted: the "
-                                         "link's default (README table: rdma 348, tcp 41.3, nvlink the catalog's "
+                                         "link's default (docs/scenarios.md table: rdma 348, tcp 41.3, nvlink the catalog's "
                                          "NVLink bandwidth x 8).")
     latency_ms: float | None = Field(default=None, ge=0, description="Fixed cost per transfer (handshake, descriptor "
                                      "post, completion notice), milliseconds. Omitted: the link's default (an "
